@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Cohort: one executable (`cohort`) built from small modules whose arrows point one way,
+// downward (docs/architecture.md). System libraries come from Debian (deploy/setup.sh).
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Cohort",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "cohort", targets: ["cohort"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C libraries, each a four-line module map plus a shim for what Swift cannot call.
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ",
+                       providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "CohortWire", swiftSettings: strict),
+        .target(name: "CohortTransport", dependencies: ["CZeroMQ"], swiftSettings: strict),
+        .target(name: "CohortCompute", dependencies: ["CBLAS", "CZlib"], swiftSettings: strict),
+        .target(name: "CohortSpec", dependencies: [
+            "CohortCompute", .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "cohort", dependencies: [
+            "CohortWire", "CohortTransport", "CohortCompute", "CohortSpec",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+
+        // Benchmarks: release-built executables that print tables (README, "Benchmarks").
+        .executableTarget(name: "cohort-bench-transport", dependencies: ["CohortTransport", "CohortWire"],
+                          path: "Benchmarks/TransportBench", swiftSettings: strict),
+        .executableTarget(name: "cohort-bench-compute", dependencies: ["CohortCompute"],
+                          path: "Benchmarks/ComputeBench", swiftSettings: strict),
+
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "CohortWireTests", dependencies: ["CohortWire", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CohortTransportTests", dependencies: ["CohortTransport", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CohortComputeTests", dependencies: ["CohortCompute", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CohortSpecTests", dependencies: ["CohortSpec", "CohortCompute", "TestSupport"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)
