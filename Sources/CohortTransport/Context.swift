@@ -1,0 +1,34 @@
+internal import CZeroMQ
+
+/// A libzmq context: its I/O threads and the sockets made from it. libzmq contexts are
+/// thread-safe, so this one is `Sendable`; the sockets made from it are not.
+public final class Context: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+
+    /// - Parameter ioThreads: libzmq I/O threads; one moves about 1 GB/s per core of payload.
+    public init(ioThreads: Int = 1) throws(TransportError) {
+        guard let h = zmq_ctx_new() else {
+            throw TransportError.zmq(operation: "zmq_ctx_new", errno: cohort_errno(), message: "could not create a ZeroMQ context")
+        }
+        handle = h
+        try zmqCall("zmq_ctx_set(ZMQ_IO_THREADS)") { zmq_ctx_set(h, ZMQ_IO_THREADS, Int32(ioThreads)) }
+    }
+
+    deinit {
+        // Every socket holds its context, so by now all sockets are closed and this cannot hang
+        // for longer than their linger.
+        while zmq_ctx_term(handle) != 0 && cohort_errno() == EINTR {}
+    }
+}
+
+/// Facts about the linked libzmq.
+public enum Transport {
+    public static var libzmqVersion: String {
+        var a: Int32 = 0, b: Int32 = 0, c: Int32 = 0
+        zmq_version(&a, &b, &c)
+        return "\(a).\(b).\(c)"
+    }
+
+    /// Whether libzmq was built with CURVE (libsodium). Debian's is.
+    public static var hasCurve: Bool { zmq_has("curve") != 0 }
+}

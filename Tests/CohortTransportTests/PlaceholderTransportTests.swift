@@ -1,6 +1,0 @@
-import Testing
-@testable import CohortTransport
-
-struct PlaceholderTransportTests {
-    @Test func moduleLinks() { #expect(Bool(true)) }
-}

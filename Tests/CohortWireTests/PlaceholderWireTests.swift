@@ -1,6 +1,0 @@
-import Testing
-@testable import CohortWire
-
-struct PlaceholderWireTests {
-    @Test func moduleLinks() { #expect(Bool(true)) }
-}
