@@ -7,10 +7,14 @@
 /* errno is a macro on glibc; Swift cannot read it directly in every context. */
 static inline int cohort_errno(void) { return errno; }
 
-/* M_MMAP_MAX / M_TRIM_THRESHOLD are macros; exposed as functions so Swift can call mallopt. */
+/* mallopt's parameters are macros; exposed as one function so Swift can call it.
+   M_ARENA_MAX 1: glibc's per-thread arenas mmap every allocation of 64 MiB or more whatever
+   M_MMAP_MAX says (their heaps are capped at 64 MiB), and libzmq allocates receive buffers on
+   its I/O thread; one arena keeps them in the brk heap too (docs/architecture.md). */
 static inline int cohort_malloc_no_mmap(long trimThreshold) {
     int a = mallopt(M_MMAP_MAX, 0);
     int b = mallopt(M_TRIM_THRESHOLD, (int)trimThreshold);
-    return a == 1 && b == 1;
+    int c = mallopt(M_ARENA_MAX, 1);
+    return a == 1 && b == 1 && c == 1;
 }
 #endif
