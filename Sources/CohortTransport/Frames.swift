@@ -35,6 +35,12 @@ public final class InboundFrame: @unchecked Sendable {
         try body(UnsafeRawBufferPointer(start: zmq_msg_data(message), count: zmq_msg_size(message)))
     }
 
+    /// The frame's bytes in place. They stay valid as long as this frame is alive: keep the
+    /// frame (`withExtendedLifetime`) while using them.
+    public var unsafeBytes: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: zmq_msg_data(message), count: zmq_msg_size(message))
+    }
+
     /// A copy of the bytes (for small frames: identities, envelopes).
     public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 

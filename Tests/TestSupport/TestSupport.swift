@@ -40,3 +40,60 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
 }
+
+/// The release-built `cohort` binary the end-to-end tests drive (deploy/test.sh builds it first).
+/// `COHORT_BINARY` overrides the path.
+public func cohortBinary() throws -> URL {
+    if let path = ProcessInfo.processInfo.environment["COHORT_BINARY"] { return URL(fileURLWithPath: path) }
+    let url = TestSupport.packageRoot.appendingPathComponent(".build/release/cohort")
+    guard FileManager.default.isExecutableFile(atPath: url.path) else {
+        throw TestSupportError("\(url.path) is missing: build it with `swift build -c release` (deploy/test.sh does)")
+    }
+    return url
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The outcome of a finished process.
+public struct ProcessOutput: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// Runs `executable` with `arguments` to completion (killing it after `timeout` seconds) on a
+/// dedicated thread, and returns its exit status and output.
+public func runProcess(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+                       timeout: Double = 120) async throws -> ProcessOutput {
+    try await onDedicatedThread {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        // Read both pipes to the end concurrently so a chatty process never blocks on a full pipe.
+        let errData = ErrBox()
+        let reader = Thread { errData.data = err.fileHandleForReading.readDataToEndOfFile(); errData.done.signal() }
+        reader.start()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        errData.done.wait()
+        process.waitUntilExit()
+        killer.cancel()
+        return ProcessOutput(status: process.terminationStatus,
+                             stdout: String(decoding: outData, as: UTF8.self),
+                             stderr: String(decoding: errData.data, as: UTF8.self))
+    }
+}
+
+private final class ErrBox: @unchecked Sendable { // written by one thread before `done` is signalled
+    var data = Data()
+    let done = DispatchSemaphore(value: 0)
+}
