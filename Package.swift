@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C libraries, each a four-line module map plus a shim for what Swift cannot call.
@@ -30,6 +31,9 @@ let package = Package(
         .target(name: "CohortWire", swiftSettings: strict),
         .target(name: "CohortTransport", dependencies: ["CZeroMQ"], swiftSettings: strict),
         .target(name: "CohortCompute", dependencies: ["CBLAS", "CZlib"], swiftSettings: strict),
+        .target(name: "CohortStore", dependencies: [
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ], swiftSettings: strict),
         .target(name: "CohortSpec", dependencies: [
             "CohortCompute", .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
@@ -50,6 +54,7 @@ let package = Package(
         .testTarget(name: "CohortTransportTests", dependencies: ["CohortTransport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortComputeTests", dependencies: ["CohortCompute", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortSpecTests", dependencies: ["CohortSpec", "CohortCompute", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CohortStoreTests", dependencies: ["CohortStore", "TestSupport"], swiftSettings: strict),
         // Drives the release-built binary (deploy/test.sh builds it first).
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],
