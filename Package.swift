@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C libraries, each a four-line module map plus a shim for what Swift cannot call.
@@ -34,11 +35,18 @@ let package = Package(
         .target(name: "CohortStore", dependencies: [
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
+        .target(name: "CohortCoordinator", dependencies: [
+            "CohortWire", "CohortTransport", "CohortStore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+        .target(name: "CohortClient", dependencies: ["CohortWire", "CohortTransport"], swiftSettings: strict),
         .target(name: "CohortSpec", dependencies: [
             "CohortCompute", .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
         .executableTarget(name: "cohort", dependencies: [
-            "CohortWire", "CohortTransport", "CohortCompute", "CohortSpec",
+            "CohortWire", "CohortTransport", "CohortCompute", "CohortSpec", "CohortStore", "CohortCoordinator", "CohortClient",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -54,6 +62,7 @@ let package = Package(
         .testTarget(name: "CohortTransportTests", dependencies: ["CohortTransport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortComputeTests", dependencies: ["CohortCompute", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortSpecTests", dependencies: ["CohortSpec", "CohortCompute", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CohortCoordinatorTests", dependencies: ["CohortCoordinator", "CohortClient", "CohortStore", "CohortWire", "CohortTransport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortStoreTests", dependencies: ["CohortStore", "TestSupport"], swiftSettings: strict),
         // Drives the release-built binary (deploy/test.sh builds it first).
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"], swiftSettings: strict),

@@ -122,3 +122,18 @@ extension Store {
                       registeredAt: Date(timeIntervalSince1970: row["registered_at"]), jobId: row["job_id"])
     }
 }
+
+extension Store {
+    /// Records many heartbeats in one transaction. Lost workers that beat again come back idle.
+    public func recordHeartbeats(_ beats: [(Worker.ID, Date)]) throws(StoreError) {
+        try write { db in
+            for (id, at) in beats {
+                try db.execute(sql: "UPDATE workers SET last_heartbeat = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
+                try db.execute(sql: "UPDATE workers SET state = 'idle' WHERE id = ? AND state = 'lost'", arguments: [id])
+                if db.changesCount == 1 {
+                    try Self.appendEvent(db, at: at, actor: "registry", kind: "worker.returned", worker: id)
+                }
+            }
+        }
+    }
+}

@@ -50,3 +50,201 @@ extension ApiReply {
         try JSONDecoder().decode(T.self, from: Data(body))
     }
 }
+
+// MARK: - Jobs and workers (coordinator issue)
+
+extension ApiMethod {
+    public static let submit = "submit"
+    public static let jobs = "jobs"
+    public static let status = "status"
+    public static let cancel = "cancel"
+    public static let workers = "workers"
+    public static let events = "events"
+    /// Control endpoint: a worker announces itself and its capabilities.
+    public static let register = "register"
+}
+
+/// `submit`: the job spec's YAML text and a client-chosen id that makes retries idempotent.
+public struct SubmitRequest: Sendable, Hashable, Codable {
+    public var spec: String
+    public var requestId: String
+    public init(spec: String, requestId: String) {
+        self.spec = spec
+        self.requestId = requestId
+    }
+}
+
+/// `submit`'s reply: the job, and whether this request created it (false for a retry).
+public struct SubmitReply: Sendable, Hashable, Codable {
+    public var job: JobView
+    public var created: Bool
+    public init(job: JobView, created: Bool) {
+        self.job = job
+        self.created = created
+    }
+}
+
+/// `jobs`: optionally only jobs in one state.
+public struct JobsRequest: Sendable, Hashable, Codable {
+    public var state: String?
+    public var limit: Int?
+    public init(state: String? = nil, limit: Int? = nil) {
+        self.state = state
+        self.limit = limit
+    }
+}
+
+public struct JobsReply: Sendable, Hashable, Codable {
+    public var jobs: [JobView]
+    public init(jobs: [JobView]) { self.jobs = jobs }
+}
+
+/// `status` and `cancel`: one job by id.
+public struct JobRequest: Sendable, Hashable, Codable {
+    public var job: Int64
+    public init(job: Int64) { self.job = job }
+}
+
+public struct StatusReply: Sendable, Hashable, Codable {
+    public var job: JobView
+    public var events: [EventView]
+    public init(job: JobView, events: [EventView]) {
+        self.job = job
+        self.events = events
+    }
+}
+
+public struct WorkersReply: Sendable, Hashable, Codable {
+    public var workers: [WorkerView]
+    public init(workers: [WorkerView]) { self.workers = workers }
+}
+
+/// `events`: the audit trail, of one job or all, after an event id.
+public struct EventsRequest: Sendable, Hashable, Codable {
+    public var job: Int64?
+    public var after: Int64?
+    public var limit: Int?
+    public init(job: Int64? = nil, after: Int64? = nil, limit: Int? = nil) {
+        self.job = job
+        self.after = after
+        self.limit = limit
+    }
+}
+
+public struct EventsReply: Sendable, Hashable, Codable {
+    public var events: [EventView]
+    public init(events: [EventView]) { self.events = events }
+}
+
+/// A job as clients see it (the `--json` shape of `jobs`, `status`, `submit`; docs/cli.md).
+public struct JobView: Sendable, Hashable, Codable {
+    public var id: Int64
+    public var name: String
+    public var owner: String
+    public var state: String
+    /// Why the job is where it is; present whenever it is not progressing.
+    public var reason: String?
+    public var priority: Int
+    public var minWorkers: Int
+    public var maxWorkers: Int
+    public var workers: [String]
+    public var step: Int
+    public var totalSteps: Int
+    /// Seconds since the Unix epoch.
+    public var submittedAt: Double
+    public var stateChangedAt: Double
+    /// When the job entered each state, seconds since the epoch, by state name.
+    public var stateTimes: [String: Double]
+
+    public init(id: Int64, name: String, owner: String, state: String, reason: String?, priority: Int,
+                minWorkers: Int, maxWorkers: Int, workers: [String], step: Int, totalSteps: Int,
+                submittedAt: Double, stateChangedAt: Double, stateTimes: [String: Double]) {
+        self.id = id
+        self.name = name
+        self.owner = owner
+        self.state = state
+        self.reason = reason
+        self.priority = priority
+        self.minWorkers = minWorkers
+        self.maxWorkers = maxWorkers
+        self.workers = workers
+        self.step = step
+        self.totalSteps = totalSteps
+        self.submittedAt = submittedAt
+        self.stateChangedAt = stateChangedAt
+        self.stateTimes = stateTimes
+    }
+}
+
+public struct WorkerView: Sendable, Hashable, Codable {
+    public var id: Int64
+    public var name: String
+    public var institution: String
+    public var state: String
+    public var cores: Int
+    public var memoryBytes: Int64
+    public var accelerators: [String]
+    public var job: Int64?
+    /// Seconds since the Unix epoch.
+    public var lastHeartbeat: Double
+
+    public init(id: Int64, name: String, institution: String, state: String, cores: Int, memoryBytes: Int64,
+                accelerators: [String], job: Int64?, lastHeartbeat: Double) {
+        self.id = id
+        self.name = name
+        self.institution = institution
+        self.state = state
+        self.cores = cores
+        self.memoryBytes = memoryBytes
+        self.accelerators = accelerators
+        self.job = job
+        self.lastHeartbeat = lastHeartbeat
+    }
+}
+
+public struct EventView: Sendable, Hashable, Codable {
+    public var id: Int64
+    public var at: Double
+    public var actor: String
+    public var kind: String
+    public var job: Int64?
+    public var worker: Int64?
+    public var detail: String
+
+    public init(id: Int64, at: Double, actor: String, kind: String, job: Int64?, worker: Int64?, detail: String) {
+        self.id = id
+        self.at = at
+        self.actor = actor
+        self.kind = kind
+        self.job = job
+        self.worker = worker
+        self.detail = detail
+    }
+}
+
+/// `register` on the control endpoint.
+public struct RegisterRequest: Sendable, Hashable, Codable {
+    public var name: String
+    public var institution: String
+    public var cores: Int
+    public var memoryBytes: Int64
+    public var accelerators: [String]
+
+    public init(name: String, institution: String, cores: Int, memoryBytes: Int64, accelerators: [String] = []) {
+        self.name = name
+        self.institution = institution
+        self.cores = cores
+        self.memoryBytes = memoryBytes
+        self.accelerators = accelerators
+    }
+}
+
+public struct RegisterReply: Sendable, Hashable, Codable {
+    public var workerId: Int64
+    /// How often the coordinator expects a heartbeat.
+    public var heartbeatIntervalMs: Int
+    public init(workerId: Int64, heartbeatIntervalMs: Int) {
+        self.workerId = workerId
+        self.heartbeatIntervalMs = heartbeatIntervalMs
+    }
+}

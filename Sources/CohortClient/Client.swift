@@ -1,0 +1,177 @@
+import CohortTransport
+import CohortWire
+import Foundation
+
+/// How a client proves who it is to the coordinator.
+public enum Credentials: Sendable {
+    /// CURVE with the caller's key pair, pinned to the coordinator's public key.
+    case curve(keys: CurveKeyPair, serverKey: CurveKey)
+    /// No encryption (only with an explicit flag on both sides).
+    case plaintext
+}
+
+/// The one error type of CohortClient: what went wrong talking to the coordinator.
+public enum ClientError: Error, Sendable, CustomStringConvertible {
+    /// No answer within the time-out: not running, wrong address, firewalled, or a wrong key.
+    case unreachable(address: String, seconds: Double)
+    /// The coordinator answered with an error.
+    case refused(status: ApiReply.Status, message: String)
+    /// The coordinator refused the message itself (malformed, other protocol version).
+    case rejected(String)
+    /// The reply could not be understood.
+    case badReply(String)
+    case transport(TransportError)
+
+    public var description: String {
+        switch self {
+        case let .unreachable(address, seconds):
+            return "the coordinator at \(address) did not answer within \(String(format: "%g", seconds)) s: "
+                + "is it running, and are --coordinator (COHORT_COORDINATOR) and its public key right?"
+        case let .refused(_, message): return message
+        case let .rejected(message): return "the coordinator refused the request: \(message)"
+        case let .badReply(message): return "unexpected reply from the coordinator: \(message)"
+        case let .transport(error): return error.description
+        }
+    }
+
+    /// The process exit code for this error (docs/cli.md): 2 bad request, 3 not found,
+    /// 4 conflict, 5 unreachable, 6 forbidden, 1 anything else.
+    public var exitCode: Int32 {
+        switch self {
+        case .unreachable: return 5
+        case let .refused(status, _):
+            switch status {
+            case .badRequest: return 2
+            case .notFound: return 3
+            case .conflict: return 4
+            case .unauthorized, .forbidden: return 6
+            default: return 1
+            }
+        default: return 1
+        }
+    }
+}
+
+/// A connection to a coordinator's api endpoint. Not `Sendable`: it owns a socket; use it from
+/// one thread. Every call either returns the reply or throws within `timeout`.
+public final class Client {
+    public let address: CoordinatorAddress
+    public let timeout: Double
+    private let socket: Socket
+    private var nextRequestId: UInt64 = 1
+
+    public init(address: CoordinatorAddress, credentials: Credentials, timeout: Double = 5,
+                context: Context? = nil) throws(ClientError) {
+        self.address = address
+        self.timeout = timeout
+        do throws(TransportError) {
+            let ctx: Context
+            if let context { ctx = context } else { ctx = try Context() }
+            socket = try Socket(ctx, .dealer)
+            try socket.setLinger(milliseconds: 0)
+            try socket.setMaxMessageSize(64 << 20)
+            if case let .curve(keys, serverKey) = credentials {
+                try socket.makeCurveClient(keys: keys, serverKey: serverKey)
+            }
+            try socket.connect(address.endpoints.api)
+        } catch {
+            throw .transport(error)
+        }
+    }
+
+    /// Sends `method` with a JSON body and decodes the reply as `Reply`.
+    public func call<Reply: Decodable>(_ method: String, _ body: some Encodable, as: Reply.Type) throws(ClientError) -> Reply {
+        let reply = try roundTrip(method, body)
+        do { return try reply.decodeBody(as: Reply.self) } catch {
+            throw .badReply("`\(method)` reply is not a \(Reply.self): \(error)")
+        }
+    }
+
+    /// The raw reply body of a successful call (for `--json` output).
+    public func callRaw(_ method: String, _ body: some Encodable) throws(ClientError) -> [UInt8] {
+        try roundTrip(method, body).body
+    }
+
+    private func roundTrip(_ method: String, _ body: some Encodable) throws(ClientError) -> ApiReply {
+        let id = nextRequestId
+        nextRequestId += 1
+        let request: ApiRequest
+        do { request = try ApiRequest(requestId: id, method: method, json: body) } catch {
+            throw .badReply("could not encode the request: \(error)")
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        do {
+            try socket.send(Message.apiRequest(request).encode(), dontWait: true)
+        } catch .wouldBlock {
+            throw .unreachable(address: address.description, seconds: timeout)
+        } catch {
+            throw .transport(error)
+        }
+        let poller = Poller()
+        poller.add(socket)
+        while true {
+            let left = Int(deadline.timeIntervalSinceNow * 1000)
+            guard left > 0 else { throw .unreachable(address: address.description, seconds: timeout) }
+            let ready: [Int]
+            do { ready = try poller.poll(timeoutMilliseconds: left) } catch { throw .transport(error) }
+            if ready.isEmpty { continue }
+            let frames: [InboundFrame]
+            do { frames = try socket.receive(dontWait: true, maxFrames: 4) } catch .wouldBlock { continue } catch {
+                throw .transport(error)
+            }
+            let message: Message
+            do {
+                message = try withExtendedLifetime(frames) { () throws(WireError) -> Message in
+                    try Message.decode(frames: frames.map(\.unsafeBytes), limits: WireLimits(maxBodyBytes: 64 << 20))
+                }
+            } catch {
+                throw .badReply(error.description)
+            }
+            switch message {
+            case let .apiReply(reply) where reply.requestId == id:
+                guard reply.status == .ok else {
+                    let text = (try? reply.decodeBody(as: ApiErrorBody.self).error) ?? "error \(reply.status)"
+                    throw .refused(status: reply.status, message: text)
+                }
+                return reply
+            case .apiReply:
+                continue // a late reply to an earlier request
+            case let .error(e):
+                throw .rejected(e.message)
+            default:
+                throw .badReply("a \(message.type) message on the api endpoint")
+            }
+        }
+    }
+}
+
+/// Typed calls for each api method.
+extension Client {
+    public func hello() throws(ClientError) -> HelloReply {
+        try call(ApiMethod.hello, [String: String](), as: HelloReply.self)
+    }
+
+    public func submit(spec: String, requestId: String) throws(ClientError) -> SubmitReply {
+        try call(ApiMethod.submit, SubmitRequest(spec: spec, requestId: requestId), as: SubmitReply.self)
+    }
+
+    public func jobs(state: String? = nil, limit: Int? = nil) throws(ClientError) -> [JobView] {
+        try call(ApiMethod.jobs, JobsRequest(state: state, limit: limit), as: JobsReply.self).jobs
+    }
+
+    public func status(job: Int64) throws(ClientError) -> StatusReply {
+        try call(ApiMethod.status, JobRequest(job: job), as: StatusReply.self)
+    }
+
+    public func cancel(job: Int64) throws(ClientError) -> JobView {
+        try call(ApiMethod.cancel, JobRequest(job: job), as: JobView.self)
+    }
+
+    public func workers() throws(ClientError) -> [WorkerView] {
+        try call(ApiMethod.workers, [String: String](), as: WorkersReply.self).workers
+    }
+
+    public func events(job: Int64? = nil, after: Int64? = nil, limit: Int? = nil) throws(ClientError) -> [EventView] {
+        try call(ApiMethod.events, EventsRequest(job: job, after: after, limit: limit), as: EventsReply.self).events
+    }
+}

@@ -1,0 +1,103 @@
+import CohortStore
+import Foundation
+
+/// Placement, as a pure function: jobs (in the order they are considered) and workers in, the
+/// placements and, for every job left unplaced, a reason a person understands, out.
+///
+/// Policy: FIFO within priority (higher first), with backfilling: a job that cannot be placed
+/// reserves nothing, so a smaller job behind it may run on the workers that are free. A job
+/// gets up to `maxWorkers` of the idle workers that fit it (institution allowed, enough cores and
+/// memory), and is placed only when at least `minWorkers` fit. Jobs never share a worker.
+public enum Scheduler {
+    public struct Placement: Sendable, Hashable {
+        public var job: Job.ID
+        public var workers: [Worker.ID]
+    }
+
+    public struct Plan: Sendable, Hashable {
+        public var placements: [Placement] = []
+        /// For each job not placed: why.
+        public var reasons: [Job.ID: String] = [:]
+    }
+
+    public static func plan(jobs: [Job], workers: [Worker], now: Date = Date()) -> Plan {
+        var plan = Plan()
+        var free = workers.filter { $0.state == .idle }.sorted { $0.id < $1.id }
+        var takenBy: [Worker.ID: Job.ID] = [:]
+        for job in jobs where job.state == .queued || job.state == .waiting {
+            let fitting = free.filter { fits($0, job) }
+            if fitting.count >= job.minWorkers {
+                let chosen = Array(fitting.prefix(job.maxWorkers)).map(\.id)
+                plan.placements.append(Placement(job: job.id, workers: chosen))
+                free.removeAll { chosen.contains($0.id) }
+                for w in chosen { takenBy[w] = job.id }
+            } else {
+                plan.reasons[job.id] = explain(job, fitting: fitting.count, workers: workers, takenBy: takenBy, now: now)
+            }
+        }
+        return plan
+    }
+
+    static func fits(_ worker: Worker, _ job: Job) -> Bool {
+        (job.institutions.isEmpty || job.institutions.contains(worker.institution))
+            && worker.cores >= job.minCores && worker.memoryBytes >= job.minMemoryBytes
+    }
+
+    /// "needs 3 workers, 2 idle fit: pku-01 runs job 7, sjtu-02 lost at 10:42"
+    static func explain(_ job: Job, fitting: Int, workers: [Worker], takenBy: [Worker.ID: Job.ID], now: Date) -> String {
+        let noun = job.minWorkers == 1 ? "worker" : "workers"
+        var head = "needs \(job.minWorkers) \(noun), \(fitting) idle \(fitting == 1 ? "fits" : "fit")"
+        if workers.isEmpty { return head + ": no worker has registered yet" }
+        var notes: [String] = []
+        for w in workers.sorted(by: { $0.id < $1.id }) {
+            if !job.institutions.isEmpty && !job.institutions.contains(w.institution) {
+                notes.append("\(w.name) is at \(w.institution), not allowed")
+            } else if w.cores < job.minCores {
+                notes.append("\(w.name) has \(w.cores) cores, needs \(job.minCores)")
+            } else if w.memoryBytes < job.minMemoryBytes {
+                notes.append("\(w.name) has \(gib(w.memoryBytes)) GiB, needs \(gib(job.minMemoryBytes))")
+            } else if let other = takenBy[w.id] {
+                notes.append("\(w.name) goes to job \(other)")
+            } else {
+                switch w.state {
+                case .busy: notes.append("\(w.name) runs job \(w.jobId.map(String.init) ?? "?")")
+                case .lost: notes.append("\(w.name) lost at \(clock(w.lastHeartbeat))")
+                case .gone: notes.append("\(w.name) left at \(clock(w.lastHeartbeat))")
+                case .idle: break
+                }
+            }
+        }
+        if notes.count > 6 { notes = Array(notes.prefix(6)) + ["and \(notes.count - 6) more"] }
+        if !notes.isEmpty { head += ": " + notes.joined(separator: ", ") }
+        return head
+    }
+
+    static func gib(_ bytes: Int64) -> String {
+        String(format: "%.0f", Double(bytes) / Double(1 << 30))
+    }
+
+    static func clock(_ date: Date) -> String {
+        var t = time_t(date.timeIntervalSince1970)
+        var parts = tm()
+        localtime_r(&t, &parts)
+        return String(format: "%02d:%02d:%02d", parts.tm_hour, parts.tm_min, parts.tm_sec)
+    }
+}
+
+/// Liveness, as a pure function: a worker silent for `missedHeartbeats` intervals is lost.
+public struct Registry: Sendable, Hashable {
+    public var heartbeatInterval: TimeInterval
+    public var missedHeartbeats: Int
+
+    public init(heartbeatInterval: TimeInterval = 1, missedHeartbeats: Int = 5) {
+        self.heartbeatInterval = heartbeatInterval
+        self.missedHeartbeats = missedHeartbeats
+    }
+
+    public var lostAfter: TimeInterval { heartbeatInterval * Double(missedHeartbeats) }
+
+    /// Workers alive in the database but silent for too long.
+    public func lost(_ workers: [Worker], now: Date) -> [Worker] {
+        workers.filter { ($0.state == .idle || $0.state == .busy) && now.timeIntervalSince($0.lastHeartbeat) > lostAfter }
+    }
+}

@@ -1,0 +1,51 @@
+import CohortStore
+import CohortTransport
+import CohortWire
+import Foundation
+
+/// Everything a coordinator is configured with (docs/configuration.md lists each setting).
+public struct CoordinatorSettings: Sendable {
+    /// Holds `state.sqlite`, the coordinator's key and checkpoints.
+    public var dataDirectory: String
+    /// The address clients are told to use (hello); also the default bind address.
+    public var address: CoordinatorAddress
+    /// Bind endpoints; by default every interface on the address's PORT, PORT+1, PORT+2.
+    public var apiEndpoint: String
+    public var controlEndpoint: String
+    public var dataEndpoint: String
+    /// tcp without CURVE: only with an explicit flag, and logged as a warning.
+    public var plaintext: Bool
+    public var registry: Registry
+    /// How often liveness and scheduling run.
+    public var tickMilliseconds: Int
+    /// Largest frame accepted on the api and control endpoints.
+    public var maxMessageBytes: Int
+    /// Turns a submitted spec (YAML text) into the job to store; throws `SpecRejected`.
+    public var parseSpec: @Sendable (_ yaml: String, _ owner: String) throws -> NewJob
+
+    public init(dataDirectory: String, address: CoordinatorAddress = CoordinatorAddress(host: "127.0.0.1"),
+                bindHost: String = "*", plaintext: Bool = false, registry: Registry = Registry(),
+                tickMilliseconds: Int = 500, maxMessageBytes: Int = 16 << 20,
+                parseSpec: @escaping @Sendable (String, String) throws -> NewJob) {
+        self.dataDirectory = dataDirectory
+        self.address = address
+        apiEndpoint = "tcp://\(bindHost):\(address.port)"
+        controlEndpoint = "tcp://\(bindHost):\(address.port + 1)"
+        dataEndpoint = "tcp://\(bindHost):\(address.port + 2)"
+        self.plaintext = plaintext
+        self.registry = registry
+        self.tickMilliseconds = tickMilliseconds
+        self.maxMessageBytes = maxMessageBytes
+        self.parseSpec = parseSpec
+    }
+
+    public var databasePath: String { dataDirectory + "/state.sqlite" }
+    public var keyPath: String { dataDirectory + "/coordinator.key" }
+}
+
+/// A job spec that cannot be accepted; `problems` lists every one, each with its field path.
+public struct SpecRejected: Error, Sendable, CustomStringConvertible {
+    public var problems: [String]
+    public init(problems: [String]) { self.problems = problems }
+    public var description: String { "the job spec has \(problems.count) problem(s):\n" + problems.map { "  " + $0 }.joined(separator: "\n") }
+}
