@@ -53,19 +53,19 @@ extension Safetensors {
         }
         let headerBytes = UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + Int(headerLength))])
         guard headerBytes.first == UInt8(ascii: "{") else { throw fail("has a header that does not start with `{`") }
-        let object: Any
+        let header: [String: HeaderValue]
         do {
-            object = try JSONSerialization.jsonObject(with: Foundation.Data(headerBytes), options: [])
+            // JSONDecoder keeps integers, booleans and floats apart (JSONSerialization's NSNumber does not).
+            header = try JSONDecoder().decode([String: HeaderValue].self, from: Foundation.Data(headerBytes))
         } catch {
-            throw fail("has a header that is not valid JSON (\(error.localizedDescription))")
+            throw fail("has a header that is not a valid JSON object (\(error.localizedDescription))")
         }
-        guard let header = object as? [String: Any] else { throw fail("has a header that is not a JSON object") }
 
         var metadata: [String: String] = [:]
         if let raw = header["__metadata__"] {
-            guard let map = raw as? [String: Any] else { throw fail("has `__metadata__` that is not an object") }
+            guard case let .object(map) = raw else { throw fail("has `__metadata__` that is not an object") }
             for (key, value) in map {
-                guard let string = value as? String else { throw fail("has `__metadata__.\(key)` that is not a string") }
+                guard case let .string(string) = value else { throw fail("has `__metadata__.\(key)` that is not a string") }
                 metadata[key] = string
             }
         }
@@ -73,18 +73,18 @@ extension Safetensors {
         let dataSize = bytes.count - dataStart
         var entries: [(name: String, shape: [Int], begin: Int, end: Int)] = []
         for (tensorName, raw) in header where tensorName != "__metadata__" {
-            guard let info = raw as? [String: Any] else { throw fail("has tensor `\(tensorName)` whose entry is not an object") }
+            guard case let .object(info) = raw else { throw fail("has tensor `\(tensorName)` whose entry is not an object") }
             let allowed: Set<String> = ["dtype", "shape", "data_offsets"]
             if let unknown = info.keys.first(where: { !allowed.contains($0) }) { throw fail("has tensor `\(tensorName)` with unknown field `\(unknown)`") }
-            guard let dtype = info["dtype"] as? String else { throw fail("has tensor `\(tensorName)` without a string `dtype`") }
+            guard case let .string(dtype)? = info["dtype"] else { throw fail("has tensor `\(tensorName)` without a string `dtype`") }
             guard knownDTypes.contains(dtype) else { throw fail("has tensor `\(tensorName)` of unknown dtype `\(dtype)`") }
             guard dtype == "F32" else {
                 throw DataError(name, "tensor `\(tensorName)` has dtype \(dtype); Cohort reads F32 checkpoints only (convert with safetensors/torch first)")
             }
-            guard let shapeRaw = info["shape"] as? [Any], let shape = integers(shapeRaw), shape.allSatisfy({ $0 >= 0 }) else {
+            guard case let .array(shapeRaw)? = info["shape"], let shape = integers(shapeRaw), shape.allSatisfy({ $0 >= 0 }) else {
                 throw fail("has tensor `\(tensorName)` whose `shape` is not a list of non-negative integers")
             }
-            guard let offsetsRaw = info["data_offsets"] as? [Any], let offsets = integers(offsetsRaw), offsets.count == 2 else {
+            guard case let .array(offsetsRaw)? = info["data_offsets"], let offsets = integers(offsetsRaw), offsets.count == 2 else {
                 throw fail("has tensor `\(tensorName)` whose `data_offsets` is not two integers")
             }
             let (begin, end) = (offsets[0], offsets[1])
@@ -128,14 +128,43 @@ extension Safetensors {
         return File(tensors: tensors, metadata: metadata)
     }
 
-    private static func integers(_ values: [Any]) -> [Int]? {
+    private static func integers(_ values: [HeaderValue]) -> [Int]? {
         var result: [Int] = []
         for value in values {
-            guard let number = value as? NSNumber, !(value is Bool) else { return nil }
-            let double = number.doubleValue
-            guard double == double.rounded(), abs(double) < 9e15 else { return nil }
-            result.append(number.intValue)
+            guard case let .integer(n) = value else { return nil }
+            result.append(n)
         }
         return result
+    }
+}
+
+/// A JSON value as the safetensors header holds it.
+fileprivate enum HeaderValue: Decodable {
+    case null, bool(Bool), integer(Int), number(Double), string(String), array([HeaderValue]), object([String: HeaderValue])
+
+    init(from decoder: any Decoder) throws {
+        if let container = try? decoder.container(keyedBy: Key.self) {
+            var object: [String: HeaderValue] = [:]
+            for key in container.allKeys { object[key.stringValue] = try container.decode(HeaderValue.self, forKey: key) }
+            self = .object(object)
+        } else if var container = try? decoder.unkeyedContainer() {
+            var array: [HeaderValue] = []
+            while !container.isAtEnd { array.append(try container.decode(HeaderValue.self)) }
+            self = .array(array)
+        } else {
+            let container = try decoder.singleValueContainer()
+            if container.decodeNil() { self = .null }
+            else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+            else if let value = try? container.decode(Int.self) { self = .integer(value) }
+            else if let value = try? container.decode(Double.self) { self = .number(value) }
+            else { self = .string(try container.decode(String.self)) }
+        }
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 }

@@ -11,10 +11,11 @@ enum CSVReader {
         fields.reserveCapacity(width + 1)
         var lineNumber = 0
         var sawData = false
-        let text = String(decoding: bytes, as: UTF8.self)
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Lines are cut on bytes: as Characters, "\r\n" is one grapheme and never equals "\n".
+        for rawLine in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
-            let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
+            let lineBytes = rawLine.last == UInt8(ascii: "\r") ? rawLine.dropLast() : rawLine
+            let line = Substring(String(decoding: lineBytes, as: UTF8.self))
             if line.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
             fields.removeAll(keepingCapacity: true)
             for field in line.split(separator: ",", omittingEmptySubsequences: false) {

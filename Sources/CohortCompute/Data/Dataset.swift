@@ -161,19 +161,24 @@ public struct Dataset: Sendable {
         }
     }
 
-    private static func firstInvalidUTF8(_ bytes: [UInt8]) -> Int {
-        var low = 0, high = bytes.count
-        // The longest valid prefix, by bisection (a prefix may end mid-character, so allow 3 bytes).
-        while low < high {
-            let mid = (low + high + 1) / 2
-            if String(validating: bytes[0..<mid], as: UTF8.self) != nil
-                || (1...3).contains(where: { mid - $0 >= 0 && String(validating: bytes[0..<(mid - $0)], as: UTF8.self) != nil && mid < bytes.count })
-            {
-                low = mid
-            } else {
-                high = mid - 1
+    /// Offset of the first byte that does not belong to a well-formed UTF-8 sequence.
+    static func firstInvalidUTF8(_ bytes: [UInt8]) -> Int {
+        var i = 0
+        while i < bytes.count {
+            let lead = bytes[i]
+            let length: Int
+            switch lead {
+            case 0x00...0x7F: length = 1
+            case 0xC2...0xDF: length = 2
+            case 0xE0...0xEF: length = 3
+            case 0xF0...0xF4: length = 4
+            default: return i
             }
+            guard i + length <= bytes.count,
+                  String(validating: bytes[i..<(i + length)], as: UTF8.self) != nil
+            else { return i }
+            i += length
         }
-        return low
+        return i
     }
 }
