@@ -3,10 +3,17 @@ import Yams
 /// Reading typed fields out of a composed YAML document while collecting every problem (with the
 /// line where it is) instead of stopping at the first.
 final class YAMLFields {
-    private(set) var problems: [SpecError.Problem] = []
+    private var reported: [SpecError.Problem] = []
+
+    /// Every problem so far, in the order of the document (those without a line last).
+    var problems: [SpecError.Problem] {
+        reported.enumerated().sorted { a, b in
+            (a.element.line ?? Int.max, a.element.column ?? 0, a.offset) < (b.element.line ?? Int.max, b.element.column ?? 0, b.offset)
+        }.map(\.element)
+    }
 
     func report(_ path: String, _ node: Node?, _ message: String) {
-        problems.append(SpecError.Problem(path: path, line: node?.mark?.line, column: node?.mark?.column, message: message))
+        reported.append(SpecError.Problem(path: path, line: node?.mark?.line, column: node?.mark?.column, message: message))
     }
 
     /// Composes `yaml`; a syntax error becomes a problem with its line and column.
@@ -199,18 +206,23 @@ final class YAMLFields {
         return out
     }
 
+    /// Optimal-string-alignment distance: insertions, deletions, substitutions, transpositions.
     static func editDistance(_ a: String, _ b: String) -> Int {
         let a = Array(a), b = Array(b)
         if a.isEmpty { return b.count }
         if b.isEmpty { return a.count }
+        var beforePrevious = Array(0...b.count)
         var previous = Array(0...b.count)
         var current = [Int](repeating: 0, count: b.count + 1)
         for i in 1...a.count {
             current[0] = i
             for j in 1...b.count {
                 current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                    current[j] = min(current[j], beforePrevious[j - 2] + 1)  // a transposition
+                }
             }
-            swap(&previous, &current)
+            (beforePrevious, previous, current) = (previous, current, beforePrevious)
         }
         return previous[b.count]
     }
