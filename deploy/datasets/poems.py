@@ -64,7 +64,8 @@ def main():
     write(os.path.join(out, "train.txt"), train_text)
     write(os.path.join(out, "test.txt"), test_text)
     write(os.path.join(out, "vocabulary.json"), vocabulary)
-    unseen = sum(1 for c in test_text if c not in set(train_text))
+    seen = set(train_text)
+    unseen = sum(1 for c in test_text if c not in seen)
     print(f"poems: {len(train)} train / {len(test)} test poems, {len(train_text)} / {len(test_text)} characters, "
           f"vocabulary {len(symbols)} (incl. unknown), {unseen} test characters unseen in train")
 
