@@ -57,6 +57,16 @@ struct DataTextTests {
         #expect(testTokens == [0, 0, 0])  // none of these characters is in the training vocabulary
     }
 
+    @Test func evaluationCoversEachTestTokenOnceAndSplitsAcrossRanks() throws {
+        let manifest = try textManifest(train: "abcdefghij", test: "abcdefghij")
+        let test = try Dataset.load(manifest, split: .test, context: 3)
+        #expect(test.count == 7)
+        #expect(test.evaluationIndices() == [0, 3, 6])
+        #expect(test.evaluationIndices(rank: 0, worldSize: 2) == [0, 3])
+        #expect(test.evaluationIndices(rank: 1, worldSize: 2) == [6])
+        #expect(try ContentHash.vocabularyHash(manifest) == ContentHash.sha256(file: manifest.vocabulary!))
+    }
+
     @Test func textNeedsAContextAndValidUTF8() throws {
         let manifest = try textManifest(train: "abcdef", test: "abc")
         #expect(throws: DataError.self) { try Dataset.load(manifest, split: .train) }

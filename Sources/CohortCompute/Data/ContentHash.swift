@@ -46,6 +46,14 @@ public enum ContentHash {
         return "sha256:" + sha256(bytes: Array(lines.utf8))
     }
 
+    /// The hex SHA-256 of the vocabulary file alone, nil for datasets without one. In a
+    /// `per-site` job the data differ between sites but the vocabulary must not: members compare
+    /// this instead of the content hash.
+    public static func vocabularyHash(_ manifest: DatasetManifest) throws -> String? {
+        guard let vocabulary = manifest.vocabulary else { return nil }
+        return try sha256(file: vocabulary)
+    }
+
     /// Checks the files against the manifest's `content-hash`; throws if it is absent or differs.
     public static func verify(_ manifest: DatasetManifest) throws {
         guard let expected = manifest.contentHash else {

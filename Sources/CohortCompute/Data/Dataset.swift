@@ -40,6 +40,20 @@ public struct Dataset: Sendable {
         }
     }
 
+    /// The examples an evaluation pass scores, and rank `rank`'s contiguous share of them (shares
+    /// differ by at most one, as the sampler's slices do). Classification: every example. Text:
+    /// non-overlapping windows (starts 0, context, 2·context, …), so each test token is predicted
+    /// at most once (the last (tokens − 1) mod context are not). Gather them in chunks of any size.
+    public func evaluationIndices(rank: Int = 0, worldSize: Int = 1) -> [Int] {
+        let all: [Int]
+        switch content {
+        case .classification: all = Array(0..<count)
+        case let .text(_, context): all = Array(stride(from: 0, to: count, by: context))
+        }
+        let share = Sampler.slice(rank: rank, worldSize: worldSize, globalBatchSize: all.count)
+        return Array(all[share])
+    }
+
     /// Copies the examples at `indices` (each in 0..<count) into a batch, in that order.
     public func gather(_ indices: some Collection<Int>) -> Batch {
         switch content {
