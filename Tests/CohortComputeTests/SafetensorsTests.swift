@@ -46,6 +46,32 @@ struct SafetensorsTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["model.safetensors"])
     }
 
+    @Test func groupsOfBuffersShareOneFile() throws {
+        let url = try TestSupport.temporaryDirectory().appendingPathComponent("state.safetensors")
+        let layout = [Safetensors.Entry(name: "w", shape: [2, 2], offset: 0), Safetensors.Entry(name: "b", shape: [2], offset: 4)]
+        let parameters: [Float] = [1, 2, 3, 4, 5, 6]
+        let moments: [Float] = [-1, -2, -3, -4, -5, -6]
+        try parameters.withUnsafeBufferPointer { p in
+            try moments.withUnsafeBufferPointer { m in
+                try Safetensors.write(to: url, groups: [.init(prefix: "", buffer: p, layout: layout), .init(prefix: "adam.m.", buffer: m, layout: layout)],
+                                      metadata: ["cohort.step": "3"])
+            }
+        }
+        #expect(try Safetensors.read(from: url).tensors.map(\.name) == ["w", "b", "adam.m.w", "adam.m.b"])
+        var p2 = [Float](repeating: 0, count: 6), m2 = [Float](repeating: 0, count: 6)
+        _ = try p2.withUnsafeMutableBufferPointer { p in
+            try m2.withUnsafeMutableBufferPointer { m in
+                try Safetensors.read(from: url, into: [.init(prefix: "", buffer: p, layout: layout), .init(prefix: "adam.m.", buffer: m, layout: layout)])
+            }
+        }
+        #expect(p2 == parameters && m2 == moments)
+        // Reading only the parameters refuses the file: it holds tensors the layout lacks.
+        let error = try #require(throws: DataError.self) {
+            try p2.withUnsafeMutableBufferPointer { try Safetensors.read(from: url, into: $0, layout: layout) }
+        }
+        #expect(error.description.contains("adam.m.w"))
+    }
+
     @Test func headerIsPaddedToEightBytes() throws {
         let url = try writeSample(try TestSupport.temporaryDirectory())
         let bytes = [UInt8](try Foundation.Data(contentsOf: url))

@@ -18,26 +18,48 @@ extension Safetensors {
     /// tensors of `layout`, with the same shapes. Returns the metadata.
     @discardableResult
     public static func read(from url: URL, into buffer: UnsafeMutableBufferPointer<Float>, layout: [Entry]) throws -> [String: String] {
+        try read(from: url, into: [MutableGroup(prefix: "", buffer: buffer, layout: layout)])
+    }
+
+    /// The reading counterpart of `Group`.
+    public struct MutableGroup {
+        public var prefix: String
+        public var buffer: UnsafeMutableBufferPointer<Float>
+        public var layout: [Entry]
+        public init(prefix: String, buffer: UnsafeMutableBufferPointer<Float>, layout: [Entry]) {
+            self.prefix = prefix
+            self.buffer = buffer
+            self.layout = layout
+        }
+    }
+
+    /// Reads the file into every group's buffer; the file must hold exactly the groups' tensors
+    /// (`prefix + name`), with the same shapes. Returns the metadata.
+    @discardableResult
+    public static func read(from url: URL, into groups: [MutableGroup]) throws -> [String: String] {
         let file = try read(from: url)
         let byName = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let missing = layout.map(\.name).filter { byName[$0] == nil }
+        let expected = groups.flatMap { group in group.layout.map { group.prefix + $0.name } }
+        let missing = expected.filter { byName[$0] == nil }
         if !missing.isEmpty {
             throw DataError(url.path, "lacks tensor(s) \(missing.joined(separator: ", ")) that the model has; it was written for a different model")
         }
-        let expected = Set(layout.map(\.name))
-        let extra = file.tensors.map(\.name).filter { !expected.contains($0) }
+        let expectedSet = Set(expected)
+        let extra = file.tensors.map(\.name).filter { !expectedSet.contains($0) }
         if !extra.isEmpty {
             throw DataError(url.path, "holds tensor(s) \(extra.joined(separator: ", ")) that the model lacks; it was written for a different model")
         }
-        for entry in layout {
-            let tensor = byName[entry.name]!
-            guard tensor.shape == entry.shape else {
-                throw DataError(url.path, "tensor \(entry.name) has shape \(tensor.shape), the model's is \(entry.shape); it was written for a different model")
-            }
-            precondition(entry.offset >= 0 && entry.offset + entry.count <= buffer.count, "layout outside the buffer")
-            tensor.values.withUnsafeBufferPointer { src in
-                guard let base = src.baseAddress, src.count > 0 else { return }
-                (buffer.baseAddress! + entry.offset).update(from: base, count: src.count)
+        for group in groups {
+            for entry in group.layout {
+                let tensor = byName[group.prefix + entry.name]!
+                guard tensor.shape == entry.shape else {
+                    throw DataError(url.path, "tensor \(group.prefix + entry.name) has shape \(tensor.shape), the model's is \(entry.shape); it was written for a different model")
+                }
+                precondition(entry.offset >= 0 && entry.offset + entry.count <= group.buffer.count, "layout outside the buffer")
+                tensor.values.withUnsafeBufferPointer { src in
+                    guard let base = src.baseAddress, src.count > 0 else { return }
+                    (group.buffer.baseAddress! + entry.offset).update(from: base, count: src.count)
+                }
             }
         }
         return file.metadata

@@ -56,13 +56,34 @@ public enum Safetensors {
     public static func write(
         to url: URL, buffer: UnsafeBufferPointer<Float>, layout: [Entry], metadata: [String: String] = [:]
     ) throws {
-        for entry in layout {
-            precondition(entry.offset >= 0 && entry.offset + entry.count <= buffer.count,
-                         "tensor \(entry.name) (\(entry.offset)..<\(entry.offset + entry.count)) outside the buffer of \(buffer.count)")
+        try write(to: url, groups: [Group(prefix: "", buffer: buffer, layout: layout)], metadata: metadata)
+    }
+
+    /// Several flat buffers (parameters, then optimizer moments, …) in one file, each tensor named
+    /// `prefix + entry.name`, e.g. prefixes "", "adam.m.", "adam.v.".
+    public struct Group {
+        public var prefix: String
+        public var buffer: UnsafeBufferPointer<Float>
+        public var layout: [Entry]
+        public init(prefix: String, buffer: UnsafeBufferPointer<Float>, layout: [Entry]) {
+            self.prefix = prefix
+            self.buffer = buffer
+            self.layout = layout
         }
-        try write(to: url, parts: layout.map { entry in
-            (entry.name, entry.shape, UnsafeBufferPointer(rebasing: buffer[entry.offset..<(entry.offset + entry.count)]))
-        }, metadata: metadata)
+    }
+
+    /// Writes every group's tensors, in group then layout order, without copying the buffers.
+    public static func write(to url: URL, groups: [Group], metadata: [String: String] = [:]) throws {
+        var parts: [(String, [Int], UnsafeBufferPointer<Float>)] = []
+        for group in groups {
+            for entry in group.layout {
+                precondition(entry.offset >= 0 && entry.offset + entry.count <= group.buffer.count,
+                             "tensor \(entry.name) (\(entry.offset)..<\(entry.offset + entry.count)) outside the buffer of \(group.buffer.count)")
+                parts.append((group.prefix + entry.name, entry.shape,
+                              UnsafeBufferPointer(rebasing: group.buffer[entry.offset..<(entry.offset + entry.count)])))
+            }
+        }
+        try write(to: url, parts: parts, metadata: metadata)
     }
 
     /// `write(to:buffer:layout:metadata:)` over a flat `[Float]`.

@@ -135,6 +135,7 @@ public struct DatasetManifest: Sendable, Hashable {
             problems.append("`split.test-fraction` must lie strictly between 0 and 1, got \(split.testFraction)")
         }
         if format == .text {
+            if split != nil { problems.append("`split` is not supported for format text; give a `test` section") }
             if let vocabulary {
                 if !FileManager.default.fileExists(atPath: vocabulary.path) {
                     problems.append("`vocabulary` names a file that does not exist: \(vocabulary.path)")
