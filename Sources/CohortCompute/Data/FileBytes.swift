@@ -1,4 +1,4 @@
-import CZlib
+internal import CZlib
 import Foundation
 
 /// Reading a data file into memory, gunzipping it when it starts with the gzip magic.
