@@ -73,6 +73,7 @@ extension JobSpec {
         if let node = optional(map, "kind"), let value = f.choice(node, "optimizer.kind", Optimizer.Kind.self) { optimizer.kind = value }
         let kind = optimizer.kind
         optimizer.lr = kind == .sgd ? 0.1 : 0.001
+        optimizer.weightDecay = kind == .sgd ? 0 : 0.01
         func only(_ key: String, for allowed: Optimizer.Kind) -> Node? {
             guard let node = optional(map, key) else { return nil }
             if kind != allowed {

@@ -87,8 +87,9 @@ public struct JobSpec: Sendable, Hashable {
         public var momentum: Float = 0
         /// sgd only; needs momentum > 0.
         public var nesterov: Bool = false
-        /// sgd: L2 added to the gradient; adamw: decoupled decay.
-        public var weightDecay: Float = 0
+        /// sgd: L2 added to the gradient; adamw: decoupled decay. Default 0 for sgd, 0.01 for
+        /// adamw (PyTorch's defaults).
+        public var weightDecay: Float = 0.01
         /// adamw only.
         public var betas: (Float, Float) = (0.9, 0.999)
         /// adamw only.
@@ -119,16 +120,20 @@ public struct JobSpec: Sendable, Hashable {
         public var minLR: Float = 0
         public init() {}
 
-        /// The learning rate at `step` (0-based) of `totalSteps`, for peak `lr`.
+        /// The learning rate at `step` (0-based) of `totalSteps`, for peak `lr`: warm-up
+        /// lr·(step+1)/warmupSteps over steps 0..<warmupSteps, then `lr` (constant) or a cosine
+        /// from `lr` at step warmupSteps to `minLR` at step totalSteps (the formula of
+        /// CohortCompute's `LearningRateSchedule.warmupCosine`).
         public func learningRate(step: Int, totalSteps: Int, lr: Float) -> Float {
             if step < warmupSteps { return lr * Float(step + 1) / Float(warmupSteps) }
             switch kind {
             case .constant:
                 return lr
             case .cosine:
-                let span = max(1, totalSteps - warmupSteps - 1)
+                let span = totalSteps - warmupSteps
+                if span <= 0 { return minLR }
                 let progress = min(1, Double(step - warmupSteps) / Double(span))
-                return minLR + (lr - minLR) * Float(0.5 * (1 + cos(Double.pi * progress)))
+                return minLR + Float(0.5 * (1 + cos(Double.pi * progress))) * (lr - minLR)
             }
         }
     }

@@ -41,7 +41,8 @@ struct JobSpecTests {
         #expect(spec.training.globalBatchSize == 64)
         #expect(spec.evalEvery == 100 && spec.seed == 0 && spec.checkpointEvery == 0)
         let sgd = try JobSpec.parse(yaml: "name: t\nmodel: {kind: mlp}\ndata: {dataset: d}\ntraining: {steps: 1}\noptimizer: {kind: sgd}\n")
-        #expect(sgd.optimizer.lr == 0.1)
+        #expect(sgd.optimizer.lr == 0.1 && sgd.optimizer.weightDecay == 0)
+        #expect(spec.optimizer.weightDecay == 0.01)
     }
 
     @Test func everyProblemIsReportedAtOnceWithPathAndLine() throws {
@@ -139,6 +140,7 @@ struct JobSpecTests {
         #expect(schedule.learningRate(step: 0, totalSteps: 110, lr: 1) == 0.1)
         #expect(schedule.learningRate(step: 9, totalSteps: 110, lr: 1) == 1)
         #expect(schedule.learningRate(step: 10, totalSteps: 110, lr: 1) == 1)
-        #expect(abs(schedule.learningRate(step: 109, totalSteps: 110, lr: 1) - 0.1) < 1e-6)
+        #expect(schedule.learningRate(step: 60, totalSteps: 110, lr: 1) == 0.55)
+        #expect(abs(schedule.learningRate(step: 110, totalSteps: 110, lr: 1) - 0.1) < 1e-6)
     }
 }
