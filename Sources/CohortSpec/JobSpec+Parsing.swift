@@ -1,0 +1,134 @@
+import CohortCompute
+import Foundation
+import Yams
+
+extension JobSpec {
+    static let topLevelKeys = ["name", "model", "data", "optimizer", "schedule", "training", "eval-every", "seed", "checkpoint-every"]
+
+    /// Reads and validates the spec at `path`; every problem in one `SpecError`.
+    public static func load(path: String) throws -> JobSpec {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw SpecError(source: path, problems: [.init(path: "", message: "cannot read the job spec (\(error.localizedDescription)); check the path")])
+        }
+        return try parse(yaml: text, source: path)
+    }
+
+    /// Parses and validates a spec; every problem in one `SpecError` whose source is `source`.
+    public static func parse(yaml: String, source: String = "job spec") throws -> JobSpec {
+        guard let root = try YAMLFields.compose(yaml, source: source) else {
+            throw SpecError(source: source, problems: [.init(path: "", message: "the job spec is empty; see docs/job-spec.md for an example")])
+        }
+        let fields = YAMLFields()
+        let spec = read(root, fields)
+        if !fields.problems.isEmpty || spec == nil {
+            throw SpecError(source: source, problems: fields.problems)
+        }
+        return spec!
+    }
+
+    private static func read(_ root: Node, _ f: YAMLFields) -> JobSpec? {
+        guard let top = f.mapping(root, path: "", known: topLevelKeys) else { return nil }
+        func required(_ map: [String: Node], _ key: String, _ path: String, _ parent: Node, _ expected: String) -> Node? {
+            if let node = map[key], !YAMLFields.isNull(node) { return node }
+            f.report(YAMLFields.join(path, key), map[key] ?? parent, "is required (\(expected))")
+            return nil
+        }
+        func optional(_ map: [String: Node], _ key: String) -> Node? {
+            guard let node = map[key], !YAMLFields.isNull(node) else { return nil }
+            return node
+        }
+
+        // name
+        var name = ""
+        if let node = required(top, "name", "", root, "a job name of letters, digits, `.`, `_` or `-`") {
+            if let value = f.string(node, "name") {
+                let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "._-"))
+                if value.isEmpty || value.unicodeScalars.contains(where: { !allowed.contains($0) || !$0.isASCII }) {
+                    f.report("name", node, "must be letters, digits, `.`, `_` or `-`, got \(value.debugDescription)")
+                }
+                name = value
+            }
+        }
+
+        let model = readModel(top, root, f, required: required, optional: optional)
+
+        // data
+        var data = DataSection(dataset: "")
+        if let node = required(top, "data", "", root, "a mapping with `dataset`"),
+           let map = f.mapping(node, path: "data", known: ["dataset", "sharding"])
+        {
+            if let datasetNode = required(map, "dataset", "data", node, "the name of a dataset under the data root"),
+               let value = f.string(datasetNode, "data.dataset")
+            {
+                if value.isEmpty || value.contains("/") || value.hasPrefix(".") {
+                    f.report("data.dataset", datasetNode, "must be a dataset name (a directory under the data root), got \(value.debugDescription)")
+                }
+                data.dataset = value
+            }
+            if let node = optional(map, "sharding"), let value = f.choice(node, "data.sharding", Sharding.self) { data.sharding = value }
+        }
+
+        let optimizer = readOptimizer(top, f, optional: optional)
+
+        // training
+        var training = Training(steps: 1)
+        if let node = required(top, "training", "", root, "a mapping with `steps`"),
+           let map = f.mapping(node, path: "training", known: ["steps", "global-batch-size"])
+        {
+            if let stepsNode = required(map, "steps", "training", node, "a positive integer"),
+               let value = f.integer(stepsNode, "training.steps", minimum: 1, expected: "a positive integer")
+            {
+                training.steps = value
+            }
+            if let node = optional(map, "global-batch-size"),
+               let value = f.integer(node, "training.global-batch-size", minimum: 1, expected: "a positive integer")
+            {
+                training.globalBatchSize = value
+            }
+        }
+
+        // schedule
+        var schedule = Schedule()
+        if let node = optional(top, "schedule"), let map = f.mapping(node, path: "schedule", known: ["kind", "warmup-steps", "min-lr"]) {
+            if let node = optional(map, "kind"), let value = f.choice(node, "schedule.kind", Schedule.Kind.self) { schedule.kind = value }
+            if let node = optional(map, "warmup-steps"),
+               let value = f.integer(node, "schedule.warmup-steps", minimum: 0, expected: "a non-negative integer")
+            {
+                schedule.warmupSteps = value
+                if value >= training.steps && top["training"] != nil {
+                    f.report("schedule.warmup-steps", node, "must be fewer than training.steps (\(training.steps)), got \(value)")
+                }
+            }
+            if let node = optional(map, "min-lr") {
+                if let value = f.number(node, "schedule.min-lr", expected: "a non-negative number", where: { $0 >= 0 }) {
+                    schedule.minLR = Float(value)
+                    if schedule.kind != .cosine {
+                        f.report("schedule.min-lr", node, "applies to schedule kind cosine only; remove it or set `schedule.kind: cosine`")
+                    } else if schedule.minLR > optimizer.lr {
+                        f.report("schedule.min-lr", node, "must not exceed optimizer.lr (\(optimizer.lr)), got \(value)")
+                    }
+                }
+            }
+        }
+
+        var evalEvery = 100, seed: UInt64 = 0, checkpointEvery = 0
+        if let node = optional(top, "eval-every"),
+           let value = f.integer(node, "eval-every", minimum: 0, expected: "a non-negative integer (0: only after the last step)")
+        {
+            evalEvery = value
+        }
+        if let node = optional(top, "seed"), let value = f.unsigned(node, "seed") { seed = value }
+        if let node = optional(top, "checkpoint-every"),
+           let value = f.integer(node, "checkpoint-every", minimum: 0, expected: "a non-negative integer (0: only after the last step)")
+        {
+            checkpointEvery = value
+        }
+
+        guard let model else { return nil }
+        return JobSpec(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule, training: training,
+                       evalEvery: evalEvery, seed: seed, checkpointEvery: checkpointEvery)
+    }
+}

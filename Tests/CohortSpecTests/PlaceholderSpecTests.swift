@@ -1,6 +1,0 @@
-import Testing
-@testable import CohortSpec
-
-struct PlaceholderSpecTests {
-    @Test func moduleLinks() { #expect(Bool(true)) }
-}
