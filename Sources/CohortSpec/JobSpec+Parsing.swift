@@ -3,7 +3,7 @@ import Foundation
 import Yams
 
 extension JobSpec {
-    static let topLevelKeys = ["name", "model", "data", "optimizer", "schedule", "training", "eval-every", "seed", "checkpoint-every"]
+    static let topLevelKeys = ["name", "model", "data", "optimizer", "schedule", "training", "eval-every", "seed", "checkpoint-every", "cluster"]
 
     /// Reads and validates the spec at `path`; every problem in one `SpecError`.
     public static func load(path: String) throws -> JobSpec {
@@ -127,8 +127,12 @@ extension JobSpec {
             checkpointEvery = value
         }
 
+        let cluster = optional(top, "cluster").map { readCluster($0, f) } ?? Cluster()
+
         guard let model else { return nil }
-        return JobSpec(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule, training: training,
-                       evalEvery: evalEvery, seed: seed, checkpointEvery: checkpointEvery)
+        var spec = JobSpec(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule, training: training,
+                           evalEvery: evalEvery, seed: seed, checkpointEvery: checkpointEvery)
+        spec.cluster = cluster
+        return spec
     }
 }

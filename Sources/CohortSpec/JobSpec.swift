@@ -158,6 +158,8 @@ public struct JobSpec: Sendable, Hashable {
     public var seed: UInt64
     /// Write a checkpoint every this many steps (and after the last); 0: only after the last.
     public var checkpointEvery: Int
+    /// Placement across the consortium (`cohort submit`).
+    public var cluster = Cluster()
 
     public init(
         name: String, model: Model, data: DataSection, optimizer: Optimizer = Optimizer(),

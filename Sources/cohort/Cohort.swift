@@ -2,7 +2,7 @@ import ArgumentParser
 import Logging
 
 @main
-struct Cohort: ParsableCommand {
+struct Cohort: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cohort",
         abstract: "Train one model across several institutions' machines.",
@@ -11,9 +11,10 @@ struct Cohort: ParsableCommand {
             commands that researchers and operators use. See README.md and docs/.
             """,
         version: CohortVersion.string,
-        subcommands: [Smoke.self, Keygen.self])
+        subcommands: [CoordinatorCommand.self, Submit.self, Jobs.self, Status.self, Cancel.self, Workers.self,
+                      Events.self, Admin.self, Keygen.self, Smoke.self])
 
-    static func main() {
+    static func main() async {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .info
@@ -21,7 +22,11 @@ struct Cohort: ParsableCommand {
         }
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch {
             exit(withError: error)
         }

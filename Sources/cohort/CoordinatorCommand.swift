@@ -1,0 +1,101 @@
+import ArgumentParser
+import CohortCoordinator
+import CohortSpec
+import CohortStore
+import CohortTransport
+import CohortWire
+import Foundation
+import Logging
+import ServiceLifecycle
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Run the coordinator daemon: the consortium's state (SQLite) and its three endpoints.")
+
+    @Option(help: "Directory for state.sqlite, the coordinator's key and checkpoints.") var dataDir: String?
+    @Option(help: "Config file (YAML, docs/configuration.md); flags override it.") var config: String?
+    @Option(help: "Listen on HOST:PORT for api; control is PORT+1, data PORT+2. Default 0.0.0.0:7600.") var listen: String?
+    @Option(help: "The address clients and workers are told to use (hello, join tokens). Default: --listen's.") var advertise: String?
+    @Flag(help: "Serve tcp without CURVE: anyone on the network can read and send everything. Testing only.") var plaintext = false
+    @Option(help: "Seconds between worker heartbeats.") var heartbeatInterval: Double?
+    @Option(help: "Heartbeats a worker may miss before it is declared lost.") var missedHeartbeats: Int?
+
+    func run() async throws {
+        var file = CoordinatorConfig()
+        if let config {
+            do { file = try CoordinatorConfig.load(path: config) } catch let e as SpecError { throw ValidationError(e.description) }
+        }
+        guard let dataDir = dataDir ?? file.dataDir else {
+            throw ValidationError("--data-dir is required (or `data-dir:` in the config file)")
+        }
+        let listenText = listen ?? file.listen ?? "0.0.0.0:7600"
+        let listenAddress: CoordinatorAddress
+        let advertised: CoordinatorAddress
+        do {
+            listenAddress = try CoordinatorAddress(parsing: listenText)
+            let adv = advertise ?? file.advertise ?? (listenAddress.host == "0.0.0.0" || listenAddress.host == "*"
+                ? "\(ProcessInfo.processInfo.hostName):\(listenAddress.port)" : listenText)
+            advertised = try CoordinatorAddress(parsing: adv)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        var logger = Logger(label: "cohort.coordinator")
+        logger.logLevel = .info
+        Allocator.avoidPerMessageMapping()
+        var settings = CoordinatorSettings(
+            dataDirectory: dataDir, address: advertised, plaintext: plaintext || (file.plaintext ?? false),
+            registry: Registry(heartbeatInterval: heartbeatInterval ?? file.heartbeatInterval ?? 1,
+                               missedHeartbeats: missedHeartbeats ?? file.missedHeartbeats ?? 5),
+            parseSpec: Self.parseSpec)
+        let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind
+        settings.apiEndpoint = "tcp://\(bindHost):\(listenAddress.port)"
+        settings.controlEndpoint = "tcp://\(bindHost):\(listenAddress.port + 1)"
+        settings.dataEndpoint = "tcp://\(bindHost):\(listenAddress.port + 2)"
+        if !settings.plaintext {
+            logger.info("coordinator public key file", metadata: ["path": "\(settings.keyPath).pub"])
+        }
+        let group = ServiceGroup(services: [CoordinatorService(settings: settings, logger: logger)],
+                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+    }
+
+    /// A submitted spec, validated by CohortSpec, becomes the job the store keeps.
+    static let parseSpec: @Sendable (String, String) throws -> NewJob = { yaml, owner in
+        let spec: JobSpec
+        do { spec = try JobSpec.parse(yaml: yaml, source: "job spec") } catch let e as SpecError {
+            throw SpecRejected(problems: e.problems.map(\.description))
+        }
+        return NewJob(name: spec.name, owner: owner, spec: yaml, priority: spec.cluster.priority,
+                      minWorkers: spec.cluster.minWorkers, maxWorkers: spec.cluster.maxWorkers,
+                      institutions: spec.cluster.institutions, minCores: spec.cluster.minCores,
+                      minMemoryBytes: Int64(spec.cluster.minMemoryGiB * Double(1 << 30)), totalSteps: spec.training.steps)
+    }
+}
+
+extension CoordinatorAddress {
+    var endpointHostForBind: String { host.contains(":") ? "[\(host)]" : host }
+}
+
+struct Admin: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Administer a coordinator on its own host.",
+                                                    subcommands: [Backup.self])
+
+    struct Backup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a consistent copy of the coordinator's database while it runs.")
+        @Option(help: "The coordinator's data directory.") var dataDir: String
+        @Option(help: "Where to write the copy (must not exist).") var out: String
+
+        func run() throws {
+            let path = dataDir + "/state.sqlite"
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("\(path) does not exist: is --data-dir the coordinator's data directory?")
+            }
+            let store = try Store(path: path)
+            try store.backup(to: out)
+            let check = try Store(path: out).integrityCheck()
+            print("backup written to \(out) (integrity: \(check))")
+        }
+    }
+}
