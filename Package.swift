@@ -65,7 +65,8 @@ let package = Package(
         .testTarget(name: "CohortCoordinatorTests", dependencies: ["CohortCoordinator", "CohortClient", "CohortStore", "CohortWire", "CohortTransport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortStoreTests", dependencies: ["CohortStore", "TestSupport"], swiftSettings: strict),
         // Drives the release-built binary (deploy/test.sh builds it first).
-        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CohortClient", "CohortStore", "CohortWire", "CohortTransport"],
+                    swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

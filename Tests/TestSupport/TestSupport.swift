@@ -97,3 +97,54 @@ private final class ErrBox: @unchecked Sendable { // written by one thread befor
     var data = Data()
     let done = DispatchSemaphore(value: 0)
 }
+
+/// A daemon started from the release binary, killed when dropped. Its output goes to `logPath`.
+public final class Daemon: @unchecked Sendable { // driven from one test at a time
+    public let process = Process()
+    public let logPath: String
+
+    public init(_ executable: URL, _ arguments: [String], environment: [String: String] = [:], logPath: String) throws {
+        self.logPath = logPath
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    public func stop(signal: Int32 = SIGTERM) {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        process.waitUntilExit()
+    }
+
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    deinit { stop(signal: SIGKILL) }
+}
+
+/// A TCP port on 127.0.0.1 with the next two free as well (for the api/control/data convention).
+public func freePortTriple() -> Int {
+    for _ in 0..<100 {
+        let base = Int.random(in: 20_000...60_000)
+        if (0..<3).allSatisfy({ portIsFree(base + $0) }) { return base }
+    }
+    return Int.random(in: 20_000...60_000)
+}
+
+private func portIsFree(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}

@@ -1,0 +1,174 @@
+import CohortClient
+import CohortStore
+import CohortTransport
+import CohortWire
+import Foundation
+import Testing
+import TestSupport
+
+/// A coordinator process from the release binary, on a free port, CURVE on.
+final class CoordinatorProcess: @unchecked Sendable { // used by one test at a time
+    let dataDir: String
+    let port: Int
+    var daemon: Daemon?
+
+    init(dataDir: String? = nil) throws {
+        self.dataDir = try dataDir ?? TestSupport.temporaryDirectory("coordinator").path
+        port = freePortTriple()
+        try start()
+    }
+
+    func start() throws {
+        daemon = try Daemon(try cohortBinary(), ["coordinator", "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)",
+                                                  "--heartbeat-interval", "0.2", "--missed-heartbeats", "3"],
+                            logPath: dataDir + "/coordinator.log")
+    }
+
+    var address: String { "127.0.0.1:\(port)" }
+    var environment: [String: String] {
+        ["COHORT_COORDINATOR": address, "COHORT_SERVER_KEY": dataDir + "/coordinator.key.pub", "COHORT_KEY": dataDir + "/user.key"]
+    }
+
+    /// Waits until the coordinator has written its key and answers `hello`.
+    func waitUntilServing(timeout: Double = 20) throws -> Client {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let key = try? CurveKeyPair.loadPublicKey(from: dataDir + "/coordinator.key.pub") {
+                let userKeys = try userKeys()
+                if let client = try? Client(address: CoordinatorAddress(parsing: address),
+                                            credentials: .curve(keys: userKeys, serverKey: key), timeout: 0.5),
+                   (try? client.hello()) != nil {
+                    return client
+                }
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw TestSupportError("the coordinator did not come up; log:\n\(daemon?.log ?? "")")
+    }
+
+    func userKeys() throws -> CurveKeyPair {
+        let path = dataDir + "/user.key"
+        if let k = try? CurveKeyPair.load(from: path) { return k }
+        let k = try CurveKeyPair.generate()
+        try k.save(to: path)
+        return k
+    }
+
+    func cli(_ arguments: [String]) async throws -> ProcessOutput {
+        try await runProcess(try cohortBinary(), arguments, environment: environment, timeout: 30)
+    }
+}
+
+let digitsSpec = """
+    name: NAME
+    model: {kind: mlp, hidden: [32]}
+    data: {dataset: digits}
+    training: {steps: 10, global-batch-size: 32}
+    """
+
+@Suite(.tags(.integration), .serialized, .timeLimit(.minutes(5)))
+struct CoordinatorProcessTests {
+    @Test func theCLIDrivesTheCoordinatorWithTablesJSONAndExitCodes() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let specPath = c.dataDir + "/job.yaml"
+        try digitsSpec.replacingOccurrences(of: "NAME", with: "digits-small").write(toFile: specPath, atomically: true, encoding: .utf8)
+
+        let submitted = try await c.cli(["submit", "--json", "--request-id", "r-1", specPath])
+        #expect(submitted.status == 0, "\(submitted.stderr)")
+        let id = try JSONDecoder().decode([String: Int64].self, from: Data(submitted.stdout.utf8))["job"]
+        #expect(id == 1)
+        let again = try await c.cli(["submit", "--request-id", "r-1", specPath])
+        #expect(again.stdout.contains("job 1 was already submitted with this request id"))
+
+        let jobs = try await c.cli(["jobs"])
+        #expect(jobs.stdout.hasPrefix("ID  NAME"))
+        #expect(jobs.stdout.contains("needs 1 worker, 0 idle fit: no worker has registered yet"))
+        let json = try await c.cli(["jobs", "--json", "--state", "waiting"])
+        let parsed = try JSONDecoder().decode(JobsReply.self, from: Data(json.stdout.utf8))
+        #expect(parsed.jobs.map(\.id) == [1])
+
+        let status = try await c.cli(["status", "1"])
+        #expect(status.stdout.contains("state    waiting"))
+        #expect(try await c.cli(["cancel", "1"]).status == 0)
+        let twice = try await c.cli(["cancel", "1"])
+        #expect(twice.status == 4)
+        #expect(twice.stderr.contains("job 1 is already cancelled"))
+        let missing = try await c.cli(["status", "77"])
+        #expect(missing.status == 3)
+        #expect(missing.stderr.contains("job 77 does not exist"))
+
+        try "name: x\ntraining: {steps: -3}\n".write(toFile: specPath, atomically: true, encoding: .utf8)
+        let bad = try await c.cli(["submit", specPath])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("training.steps"))
+        #expect(bad.stderr.contains("model"))
+
+        let events = try await c.cli(["events", "1"])
+        #expect(events.stdout.contains("job.cancelled"))
+
+        let backupPath = c.dataDir + "/backup.sqlite"
+        let backup = try await c.cli(["admin", "backup", "--data-dir", c.dataDir, "--out", backupPath])
+        #expect(backup.stdout.contains("integrity: ok"))
+
+        c.daemon?.stop(signal: SIGTERM)
+        #expect(c.daemon?.process.terminationStatus == 0, "SIGTERM is a graceful exit")
+        let unreachable = try await c.cli(["jobs", "--timeout", "1"])
+        #expect(unreachable.status == 5)
+        #expect(unreachable.stderr.contains("did not answer within 1 s"))
+    }
+
+    /// While a client submits in a loop, the coordinator is killed with SIGKILL at random moments
+    /// and restarted, 30 times. Every acknowledged submit must exist exactly once afterwards,
+    /// with its event, and the database must pass `PRAGMA integrity_check`.
+    @Test(.tags(.slow)) func killedThirtyTimesMidSubmitNothingAcknowledgedIsLostOrDoubled() async throws {
+        let c = try CoordinatorProcess()
+        let acknowledged = try await onDedicatedThread { () -> [String: Int64] in
+            var rng = SeededGenerator(seed: 30)
+            var acked: [String: Int64] = [:]
+            var next = 0
+            var pending: String? = nil // a request that was sent but not acknowledged: retried as is
+            for _ in 0..<30 {
+                let client = try c.waitUntilServing()
+                let killAt = Date().addingTimeInterval(Double.random(in: 0.05...0.4, using: &rng))
+                while Date() < killAt {
+                    let key = pending ?? "req-\(next)"
+                    if pending == nil { next += 1 }
+                    pending = key
+                    let spec = digitsSpec.replacingOccurrences(of: "NAME", with: key)
+                    guard let reply = try? client.submit(spec: spec, requestId: key) else { break }
+                    acked[key] = reply.job.id
+                    pending = nil
+                }
+                c.daemon?.stop(signal: SIGKILL)
+                try c.start()
+            }
+            // Finish the last unacknowledged request, as a real client would.
+            let client = try c.waitUntilServing()
+            if let key = pending {
+                acked[key] = try client.submit(spec: digitsSpec.replacingOccurrences(of: "NAME", with: key), requestId: key).job.id
+            }
+            return acked
+        }
+        c.daemon?.stop(signal: SIGTERM)
+        #expect(acknowledged.count > 30, "the loop must have submitted through the kills")
+
+        let store = try Store(path: c.dataDir + "/state.sqlite")
+        #expect(try store.integrityCheck() == "ok")
+        let jobs = try store.jobs(limit: 100_000)
+        let byName = Dictionary(grouping: jobs, by: \.name)
+        for (key, id) in acknowledged {
+            #expect(byName[key]?.count == 1, "\(key) must exist exactly once")
+            #expect(byName[key]?.first?.id == id)
+        }
+        let submittedEvents = try store.events(limit: 1_000_000).filter { $0.kind == "job.submitted" }
+        #expect(submittedEvents.count == jobs.count, "one submit event per job, none lost")
+        #expect(Set(submittedEvents.compactMap(\.jobId)) == Set(jobs.map(\.id)))
+        let starts = try store.events(limit: 1_000_000).filter { $0.kind == "coordinator.started" }.count
+        #expect(starts == 31)
+    }
+}
+
+extension Tag {
+    @Tag static var slow: Self
+}
