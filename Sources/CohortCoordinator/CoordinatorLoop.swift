@@ -10,6 +10,8 @@ public final class CoordinatorStats: Sendable {
     public let requests = Atomic<Int>(0)
     public let malformed = Atomic<Int>(0)
     public let heartbeats = Atomic<Int>(0)
+    /// Connections libzmq dropped in the handshake: garbage bytes, wrong protocol, refused keys.
+    public let droppedConnections = Atomic<Int>(0)
     public init() {}
 }
 
@@ -27,6 +29,8 @@ final class CoordinatorLoop {
     let data: Socket
     let zap: ZAPHandler?
     let publicKey: CurveKey?
+    var monitors: [(name: String, monitor: SocketMonitor)] = []
+    var tallies: [ConnectionTally] = []
     /// Control-socket routing identity → worker, learned at registration.
     var workerByIdentity: [[UInt8]: Worker.ID] = [:]
     /// Heartbeats are kept here and written to the database once per tick, so a thousand
@@ -60,6 +64,8 @@ final class CoordinatorLoop {
             try socket.setRouterMandatory(true)
         }
         try data.setHighWaterMarks(send: 0, receive: 0)
+        monitors = [("api", try SocketMonitor(api)), ("control", try SocketMonitor(control)), ("data", try SocketMonitor(data))]
+        tallies = Array(repeating: ConnectionTally(), count: monitors.count)
         try api.bind(settings.apiEndpoint)
         try control.bind(settings.controlEndpoint)
         try data.bind(settings.dataEndpoint)
@@ -80,12 +86,14 @@ final class CoordinatorLoop {
         let poller = Poller()
         let apiIndex = poller.add(api)
         let controlIndex = poller.add(control)
+        let monitorIndices = monitors.map { poller.add($0.monitor.socket) }
         var nextTick = Date()
         while !shouldStop() {
             let wait = max(0, Int(nextTick.timeIntervalSinceNow * 1000))
             let ready = (try? poller.poll(timeoutMilliseconds: min(wait, 100))) ?? []
             if ready.contains(apiIndex) { drain(api, handleApi) }
             if ready.contains(controlIndex) { drain(control, handleControl) }
+            for (i, index) in monitorIndices.enumerated() where ready.contains(index) { drainMonitor(i) }
             if Date() >= nextTick {
                 tick(now: Date())
                 nextTick = Date().addingTimeInterval(Double(settings.tickMilliseconds) / 1000)
@@ -106,6 +114,19 @@ final class CoordinatorLoop {
             }
             do { try handle(socket, frames) } catch {
                 logger.error("could not answer a request", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Counts connections that libzmq dropped before a message reached us.
+    private func drainMonitor(_ i: Int) {
+        while let event = monitors[i].monitor.next() {
+            let before = tallies[i].dropped
+            tallies[i].record(event)
+            if tallies[i].dropped > before {
+                stats.droppedConnections.add(tallies[i].dropped - before, ordering: .relaxed)
+                logger.info("dropped a connection before its handshake completed",
+                            metadata: ["endpoint": "\(monitors[i].name)", "event": "\(event)"])
             }
         }
     }

@@ -9,12 +9,15 @@ public final class Socket {
         case router, dealer
         /// The reply socket of the ZAP handler (RFC 27). Nothing else uses it.
         case rep
+        /// The receiving end of a socket monitor. Nothing else uses it.
+        case pair
 
         var raw: Int32 {
             switch self {
             case .router: return ZMQ_ROUTER
             case .dealer: return ZMQ_DEALER
             case .rep: return ZMQ_REP
+            case .pair: return ZMQ_PAIR
             }
         }
     }

@@ -176,6 +176,18 @@ struct ApiTests {
         }
     }
 
+    @Test func rawGarbageOnEveryPortIsDroppedCountedAndServingGoesOn() async throws {
+        let c = try TestCoordinator()
+        try await onDedicatedThread {
+            for port in [c.settings.address.port, c.settings.address.port + 1, c.settings.address.port + 2] {
+                try sendRawBytes(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + (0..<200).map { UInt8($0) }, toPort: port)
+            }
+            #expect(eventually { c.running.stats.droppedConnections.load(ordering: .relaxed) >= 3 },
+                    "dropped: \(c.running.stats.droppedConnections.load(ordering: .relaxed))")
+            #expect(try c.client().hello().protocolVersion == 1, "still serving")
+        }
+    }
+
     @Test func aSilentWorkerIsDeclaredLostAndItsJobWaitsWithTheReason() async throws {
         let c = try TestCoordinator(missedHeartbeats: 2, heartbeat: 0.2)
         try await onDedicatedThread {
@@ -232,4 +244,22 @@ struct ApiTests {
             #expect(try client.events().map(\.kind).filter { $0 == "coordinator.started" }.count == 2)
         }
     }
+}
+
+/// Opens a plain TCP connection, writes `bytes`, and closes it: what a port scanner or a
+/// misdirected HTTP client does.
+func sendRawBytes(_ bytes: [UInt8], toPort port: Int) throws {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestSupportError("socket() failed") }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw TestSupportError("connect to \(port) failed") }
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    Thread.sleep(forTimeInterval: 0.1)
 }
