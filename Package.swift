@@ -54,6 +54,8 @@ let package = Package(
         // Benchmarks: release-built executables that print tables (README, "Benchmarks").
         .executableTarget(name: "cohort-bench-transport", dependencies: ["CohortTransport", "CohortWire"],
                           path: "Benchmarks/TransportBench", swiftSettings: strict),
+        .executableTarget(name: "cohort-bench-coordinator", dependencies: ["CohortClient", "CohortTransport", "CohortWire"],
+                          path: "Benchmarks/CoordinatorBench", swiftSettings: strict),
         .executableTarget(name: "cohort-bench-compute", dependencies: ["CohortCompute"],
                           path: "Benchmarks/ComputeBench", swiftSettings: strict),
 

@@ -46,11 +46,17 @@ extension CoordinatorLoop {
             do { newJob = try settings.parseSpec(submit.spec, principal) } catch let rejected as SpecRejected {
                 return fail(socket, identity, request, .badRequest, rejected.description)
             }
+            // When no worker changed since the last full pass, only the new job needs a look; if it
+            // cannot be placed it is stored straight as waiting, with its reason, in one transaction.
+            let now = Date()
+            let reason = workersChanged ? nil
+                : Scheduler.plan(jobs: [Job.provisional(newJob, at: now)], workers: try store.workers(), now: now).reasons[0]
             // The key is per principal: another user's request id can never return their job.
-            let (job, created) = try store.submit(newJob, requestKey: principal + "\u{1F}" + submit.requestId)
+            let (job, created) = try store.submit(newJob, requestKey: principal + "\u{1F}" + submit.requestId,
+                                                  waitingReason: reason, at: now)
             if created {
                 logger.info("job submitted", metadata: ["job.id": "\(job.id)", "owner": "\(principal)"])
-                schedule(now: Date())
+                if reason == nil { scheduleNewJob(job, now: now) }
             }
             reply(socket, identity, request, SubmitReply(job: try view(job.id), created: created))
         case ApiMethod.jobs:
@@ -63,18 +69,20 @@ extension CoordinatorLoop {
                 }
                 state = s
             }
-            let names = workerNames()
+            let names = try store.assignedWorkerNames()
             let jobs = try store.jobs(state: state, limit: min(max(query.limit ?? 1000, 1), 10_000))
-            reply(socket, identity, request, JobsReply(jobs: try jobs.map { JobView($0, workers: try assignedNames($0.id, names)) }))
+            reply(socket, identity, request, JobsReply(jobs: jobs.map { JobView($0, workers: names[$0.id] ?? []) }))
         case ApiMethod.status:
             let id = try body(JobRequest.self).job
-            let events = try store.events(job: id, limit: 10_000).suffix(20).map(EventView.init)
-            reply(socket, identity, request, StatusReply(job: try view(id), events: Array(events)))
+            let job = try view(id)
+            let events = try store.latestEvents(job: id, count: 20).map(EventView.init)
+            reply(socket, identity, request, StatusReply(job: job, events: events))
         case ApiMethod.cancel:
             let id = try body(JobRequest.self).job
             try store.transition(id, to: .cancelled, reason: "cancelled by \(principal)", actor: principal)
             logger.info("job cancelled", metadata: ["job.id": "\(id)", "by": "\(principal)"])
-            schedule(now: Date()) // its workers are free for others
+            workersChanged = true // its workers are free for others
+            schedule(now: Date())
             reply(socket, identity, request, try view(id))
         case ApiMethod.workers:
             reply(socket, identity, request, WorkersReply(workers: try store.workers().map(WorkerView.init)))
@@ -89,15 +97,7 @@ extension CoordinatorLoop {
     }
 
     func view(_ id: Job.ID) throws -> JobView {
-        JobView(try store.job(id), workers: try assignedNames(id, workerNames()))
-    }
-
-    private func workerNames() -> [Worker.ID: String] {
-        Dictionary(((try? store.workers()) ?? []).map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
-    }
-
-    private func assignedNames(_ job: Job.ID, _ names: [Worker.ID: String]) throws -> [String] {
-        try store.assignments(of: job).map { names[$0.workerId] ?? "worker \($0.workerId)" }
+        JobView(try store.job(id), workers: try store.assignedWorkerNames(of: id))
     }
 
     static func describe(_ error: DecodingError) -> String {

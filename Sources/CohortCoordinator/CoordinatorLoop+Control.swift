@@ -24,7 +24,7 @@ extension CoordinatorLoop {
             logger.info("worker registered", metadata: ["worker.id": "\(worker.id)", "worker.name": "\(r.name)"])
             reply(socket, identity, request, RegisterReply(workerId: worker.id,
                                                            heartbeatIntervalMs: Int(settings.registry.heartbeatInterval * 1000)))
-            schedule(now: Date())
+            workersChanged = true
         case let .heartbeat(beat):
             guard let id = workerByIdentity[identity] else {
                 return send(socket, to: identity, .error(ErrorMessage(code: .rejected, message: "unknown worker: register before sending heartbeats")))
@@ -40,8 +40,10 @@ extension CoordinatorLoop {
         }
     }
 
-    /// Liveness, then scheduling.
+    /// Liveness, then scheduling. Heartbeats already waiting on the socket are taken first:
+    /// a worker must never be declared lost because the coordinator itself fell behind.
     func tick(now: Date) {
+        drainControl()
         flushHeartbeats()
         do {
             let workers = try store.workers()
@@ -54,13 +56,14 @@ extension CoordinatorLoop {
             for worker in settings.registry.lost(current, now: now) {
                 let silent = Int(now.timeIntervalSince(worker.lastHeartbeat))
                 let job = try store.markLost(worker.id, reason: "no heartbeat for \(silent) s", at: now)
+                workersChanged = true
                 logger.warning("worker lost", metadata: ["worker.name": "\(worker.name)", "silent.s": "\(silent)"])
                 if let job { try jobLostWorker(job, worker: worker, now: now) }
             }
         } catch {
             logger.error("liveness check failed", metadata: ["error": "\(error)"])
         }
-        schedule(now: now)
+        if workersChanged { schedule(now: now) }
     }
 
     /// A running job whose members fall below its minimum waits, with the reason.
@@ -75,23 +78,46 @@ extension CoordinatorLoop {
         }
     }
 
+    /// A full pass: every queued and waiting job against every worker. Runs when workers
+    /// changed (registered, lost, returned, freed), so that reasons stay true.
     func schedule(now: Date) {
+        workersChanged = false
         do {
             let jobs = try store.schedulableJobs()
             guard !jobs.isEmpty else { return }
-            let plan = Scheduler.plan(jobs: jobs, workers: try store.workers(), now: now)
+            apply(Scheduler.plan(jobs: jobs, workers: try store.workers(), now: now), to: jobs, now: now)
+        } catch {
+            logger.error("scheduling failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// A new job alone: when no worker changed since the last full pass, every job already
+    /// waiting still cannot be placed, so only the new one needs a look.
+    func scheduleNewJob(_ job: Job, now: Date) {
+        if workersChanged { return schedule(now: now) }
+        do {
+            apply(Scheduler.plan(jobs: [job], workers: try store.workers(), now: now), to: [job], now: now)
+        } catch {
+            logger.error("scheduling failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func apply(_ plan: Scheduler.Plan, to jobs: [Job], now: Date) {
+        do {
+            try store.start(plan.placements.map { ($0.job, $0.workers) }, at: now)
             for p in plan.placements {
-                try store.start(p.job, on: p.workers, at: now)
                 logger.info("job placed", metadata: ["job.id": "\(p.job)", "workers": "\(p.workers.count)"])
             }
+            var changedReasons: [(Job.ID, String?)] = []
             for job in jobs {
                 guard let reason = plan.reasons[job.id] else { continue }
                 if job.state == .queued {
                     try store.transition(job.id, to: .waiting, reason: reason, actor: "scheduler", at: now)
                 } else if job.reason != reason {
-                    try store.setReason(job.id, reason)
+                    changedReasons.append((job.id, reason))
                 }
             }
+            try store.setReasons(changedReasons)
         } catch {
             logger.error("scheduling failed", metadata: ["error": "\(error)"])
         }
@@ -101,7 +127,7 @@ extension CoordinatorLoop {
         guard !dirtyHeartbeats.isEmpty else { return }
         let beats = dirtyHeartbeats.compactMap { id in lastSeen[id].map { (id, $0) } }
         dirtyHeartbeats.removeAll()
-        do { try store.recordHeartbeats(beats) } catch {
+        do { if try store.recordHeartbeats(beats) > 0 { workersChanged = true } } catch {
             logger.error("could not record heartbeats", metadata: ["error": "\(error)"])
         }
     }

@@ -37,6 +37,8 @@ final class CoordinatorLoop {
     /// workers cost one transaction a tick, not a thousand fsyncs a second.
     var lastSeen: [Worker.ID: Date] = [:]
     var dirtyHeartbeats: Set<Worker.ID> = []
+    /// Set when workers come, go or are freed: the next tick runs a full scheduling pass.
+    var workersChanged = true
     let startedAt = Date()
 
     init(settings: CoordinatorSettings, store: Store, logger: Logger, stats: CoordinatorStats) throws {
@@ -103,9 +105,11 @@ final class CoordinatorLoop {
         zap?.stop()
     }
 
+    func drainControl() { drain(control, handleControl, limit: 100_000) }
+
     /// Handles every message waiting on `socket` (bounded, so one endpoint cannot starve another).
-    private func drain(_ socket: Socket, _ handle: (Socket, [InboundFrame]) throws -> Void) {
-        for _ in 0..<256 {
+    private func drain(_ socket: Socket, _ handle: (Socket, [InboundFrame]) throws -> Void, limit: Int = 256) {
+        for _ in 0..<limit {
             let frames: [InboundFrame]
             do { frames = try socket.receive(dontWait: true, maxFrames: 4) } catch .wouldBlock { return } catch {
                 stats.malformed.add(1, ordering: .relaxed)

@@ -24,15 +24,16 @@ public enum Scheduler {
         var plan = Plan()
         var free = workers.filter { $0.state == .idle }.sorted { $0.id < $1.id }
         var takenBy: [Worker.ID: Job.ID] = [:]
+        let sortedWorkers = workers.sorted { $0.id < $1.id }
         for job in jobs where job.state == .queued || job.state == .waiting {
-            let fitting = free.filter { fits($0, job) }
+            let fitting = free.isEmpty ? [] : free.filter { fits($0, job) }
             if fitting.count >= job.minWorkers {
                 let chosen = Array(fitting.prefix(job.maxWorkers)).map(\.id)
                 plan.placements.append(Placement(job: job.id, workers: chosen))
                 free.removeAll { chosen.contains($0.id) }
                 for w in chosen { takenBy[w] = job.id }
             } else {
-                plan.reasons[job.id] = explain(job, fitting: fitting.count, workers: workers, takenBy: takenBy, now: now)
+                plan.reasons[job.id] = explain(job, fitting: fitting.count, workers: sortedWorkers, takenBy: takenBy, now: now)
             }
         }
         return plan
@@ -43,14 +44,22 @@ public enum Scheduler {
             && worker.cores >= job.minCores && worker.memoryBytes >= job.minMemoryBytes
     }
 
-    /// "needs 3 workers, 2 idle fit: pku-01 runs job 7, sjtu-02 lost at 10:42"
+    /// "needs 3 workers, 2 idle fit: pku-01 runs job 7, sjtu-02 lost at 10:42"; `workers` by id.
     static func explain(_ job: Job, fitting: Int, workers: [Worker], takenBy: [Worker.ID: Job.ID], now: Date) -> String {
         let noun = job.minWorkers == 1 ? "worker" : "workers"
         var head = "needs \(job.minWorkers) \(noun), \(fitting) idle \(fitting == 1 ? "fits" : "fit")"
         if workers.isEmpty { return head + ": no worker has registered yet" }
+        // Only the first few notes are spelled out (and only they cost string formatting):
+        // a pass over thousands of waiting jobs and workers stays cheap.
         var notes: [String] = []
-        for w in workers.sorted(by: { $0.id < $1.id }) {
-            if !job.institutions.isEmpty && !job.institutions.contains(w.institution) {
+        var more = 0
+        for w in workers {
+            let allowed = job.institutions.isEmpty || job.institutions.contains(w.institution)
+            let notable = !allowed || w.cores < job.minCores || w.memoryBytes < job.minMemoryBytes
+                || takenBy[w.id] != nil || w.state != .idle
+            guard notable else { continue }
+            guard notes.count < 6 else { more += 1; continue }
+            if !allowed {
                 notes.append("\(w.name) is at \(w.institution), not allowed")
             } else if w.cores < job.minCores {
                 notes.append("\(w.name) has \(w.cores) cores, needs \(job.minCores)")
@@ -67,7 +76,7 @@ public enum Scheduler {
                 }
             }
         }
-        if notes.count > 6 { notes = Array(notes.prefix(6)) + ["and \(notes.count - 6) more"] }
+        if more > 0 { notes.append("and \(more) more") }
         if !notes.isEmpty { head += ": " + notes.joined(separator: ", ") }
         return head
     }

@@ -53,6 +53,16 @@ public struct Job: Sendable, Hashable, Codable {
     public var totalSteps: Int
 }
 
+extension Job {
+    /// The job `new` will be once stored, for deciding its placement before it is written.
+    public static func provisional(_ new: NewJob, at now: Date = Date()) -> Job {
+        Job(id: 0, name: new.name, owner: new.owner, spec: new.spec, state: .queued, reason: nil, priority: new.priority,
+            minWorkers: new.minWorkers, maxWorkers: new.maxWorkers, institutions: new.institutions, minCores: new.minCores,
+            minMemoryBytes: new.minMemoryBytes, requestKey: nil, submittedAt: now, stateChangedAt: now, stateTimes: [:],
+            step: 0, totalSteps: new.totalSteps)
+    }
+}
+
 /// The placement requirements and identity of a job being submitted.
 public struct NewJob: Sendable, Hashable {
     public var name: String

@@ -2,9 +2,12 @@ import Foundation
 import GRDB
 
 extension Store {
-    /// Records a new job in state `queued`. With a `requestKey` that was seen before, returns the
-    /// job that key created and `created == false`: a retried submit never makes a second job.
-    public func submit(_ new: NewJob, requestKey: String?, at now: Date = Date()) throws(StoreError) -> (job: Job, created: Bool) {
+    /// Records a new job in state `queued`, or straight in `waiting` with `waitingReason` when the
+    /// caller already knows it cannot be placed (one transaction, one fsync). With a `requestKey`
+    /// that was seen before, returns the job that key created and `created == false`: a retried
+    /// submit never makes a second job.
+    public func submit(_ new: NewJob, requestKey: String?, waitingReason: String? = nil,
+                       at now: Date = Date()) throws(StoreError) -> (job: Job, created: Bool) {
         try write { db in
             if let requestKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE request_key = ?", arguments: [requestKey]) {
                 return (try Self.job(from: existing), false)
@@ -19,6 +22,9 @@ extension Store {
                                  new.minMemoryBytes, requestKey, t, t, t, new.totalSteps])
             let id = db.lastInsertedRowID
             try Self.appendEvent(db, at: now, actor: new.owner, kind: "job.submitted", job: id, detail: new.name)
+            if let waitingReason {
+                return (try Self.transition(db, id, to: .waiting, reason: waitingReason, actor: "scheduler", at: now), true)
+            }
             return (try Self.fetchJob(db, id), true)
         }
     }
@@ -76,6 +82,17 @@ extension Store {
     public func setReason(_ id: Job.ID, _ reason: String?) throws(StoreError) {
         try write { db in
             try db.execute(sql: "UPDATE jobs SET reason = ? WHERE id = ?", arguments: [reason, id])
+        }
+    }
+
+    /// Updates many jobs' reasons in one transaction (a scheduling pass over thousands of
+    /// waiting jobs must not cost thousands of fsyncs).
+    public func setReasons(_ reasons: [(Job.ID, String?)]) throws(StoreError) {
+        guard !reasons.isEmpty else { return }
+        try write { db in
+            for (id, reason) in reasons {
+                try db.execute(sql: "UPDATE jobs SET reason = ? WHERE id = ?", arguments: [reason, id])
+            }
         }
     }
 

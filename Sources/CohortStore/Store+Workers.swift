@@ -69,16 +69,51 @@ extension Store {
     /// Places a job on workers (rank = position) and marks it running, in one transaction.
     @discardableResult
     public func start(_ job: Job.ID, on workers: [Worker.ID], actor: String = "scheduler", at now: Date = Date()) throws(StoreError) -> Job {
+        try write { db in try Self.start(db, job, on: workers, actor: actor, at: now) }
+    }
+
+    /// Places many jobs in one transaction (a scheduling pass after many workers arrived).
+    public func start(_ placements: [(job: Job.ID, workers: [Worker.ID])], actor: String = "scheduler", at now: Date = Date()) throws(StoreError) {
+        guard !placements.isEmpty else { return }
         try write { db in
-            let t = now.timeIntervalSince1970
-            for (rank, worker) in workers.enumerated() {
-                try db.execute(sql: "INSERT INTO assignments (job_id, worker_id, rank, assigned_at) VALUES (?, ?, ?, ?)",
-                               arguments: [job, worker, rank, t])
-                try db.execute(sql: "UPDATE workers SET state = 'busy' WHERE id = ?", arguments: [worker])
+            for p in placements { _ = try Self.start(db, p.job, on: p.workers, actor: actor, at: now) }
+        }
+    }
+
+    static func start(_ db: Database, _ job: Job.ID, on workers: [Worker.ID], actor: String, at now: Date) throws -> Job {
+        let t = now.timeIntervalSince1970
+        var names: [String] = []
+        for (rank, worker) in workers.enumerated() {
+            try db.execute(sql: "INSERT INTO assignments (job_id, worker_id, rank, assigned_at) VALUES (?, ?, ?, ?)",
+                           arguments: [job, worker, rank, t])
+            try db.execute(sql: "UPDATE workers SET state = 'busy' WHERE id = ?", arguments: [worker])
+            names += try String.fetchAll(db, sql: "SELECT name FROM workers WHERE id = ?", arguments: [worker])
+        }
+        try appendEvent(db, at: now, actor: actor, kind: "job.placed", job: job, detail: names.joined(separator: ","))
+        return try transition(db, job, to: .running, reason: nil, actor: actor, at: now)
+    }
+
+    /// The names of a job's current workers, by rank.
+    public func assignedWorkerNames(of job: Job.ID) throws(StoreError) -> [String] {
+        try read { db in
+            try String.fetchAll(db, sql: """
+                SELECT w.name FROM assignments a JOIN workers w ON w.id = a.worker_id
+                WHERE a.job_id = ? AND a.released_at IS NULL ORDER BY a.rank
+                """, arguments: [job])
+        }
+    }
+
+    /// Current worker names of every job that has any, in one query.
+    public func assignedWorkerNames() throws(StoreError) -> [Job.ID: [String]] {
+        try read { db in
+            var out: [Job.ID: [String]] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT a.job_id, w.name FROM assignments a JOIN workers w ON w.id = a.worker_id
+                WHERE a.released_at IS NULL ORDER BY a.job_id, a.rank
+                """) {
+                out[row["job_id"], default: []].append(row["name"])
             }
-            let names = try String.fetchAll(db, sql: "SELECT name FROM workers WHERE id IN (\(workers.map(String.init).joined(separator: ",")))")
-            try Self.appendEvent(db, at: now, actor: actor, kind: "job.placed", job: job, detail: names.joined(separator: ","))
-            return try Self.transition(db, job, to: .running, reason: nil, actor: actor, at: now)
+            return out
         }
     }
 
@@ -124,16 +159,21 @@ extension Store {
 }
 
 extension Store {
-    /// Records many heartbeats in one transaction. Lost workers that beat again come back idle.
-    public func recordHeartbeats(_ beats: [(Worker.ID, Date)]) throws(StoreError) {
+    /// Records many heartbeats in one transaction. Lost workers that beat again come back idle;
+    /// returns how many did.
+    @discardableResult
+    public func recordHeartbeats(_ beats: [(Worker.ID, Date)]) throws(StoreError) -> Int {
         try write { db in
+            var returned = 0
             for (id, at) in beats {
                 try db.execute(sql: "UPDATE workers SET last_heartbeat = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
                 try db.execute(sql: "UPDATE workers SET state = 'idle' WHERE id = ? AND state = 'lost'", arguments: [id])
                 if db.changesCount == 1 {
+                    returned += 1
                     try Self.appendEvent(db, at: at, actor: "registry", kind: "worker.returned", worker: id)
                 }
             }
+            return returned
         }
     }
 }

@@ -77,6 +77,19 @@ extension Store {
         try write { db in try Self.appendEvent(db, at: at, actor: actor, kind: kind, job: job, worker: worker, detail: detail) }
     }
 
+    /// The newest `count` events of a job, oldest first.
+    public func latestEvents(job: Job.ID, count: Int) throws(StoreError) -> [Event] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE job_id = ? ORDER BY id DESC LIMIT ?", arguments: [job, count])
+                .reversed().map(Self.event(from:))
+        }
+    }
+
+    static func event(from row: Row) -> Event {
+        Event(id: row["id"], at: Date(timeIntervalSince1970: row["at"]), actor: row["actor"], kind: row["kind"],
+              jobId: row["job_id"], workerId: row["worker_id"], detail: row["detail"])
+    }
+
     /// Events, oldest first; of one job when `job` is given; only those after `afterId`.
     public func events(job: Job.ID? = nil, afterId: Int64 = 0, limit: Int = 1000) throws(StoreError) -> [Event] {
         try read { db in
@@ -85,10 +98,7 @@ extension Store {
             if let job { sql += " AND job_id = ?"; args.append(job) }
             sql += " ORDER BY id LIMIT ?"
             args.append(limit)
-            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map { row in
-                Event(id: row["id"], at: Date(timeIntervalSince1970: row["at"]), actor: row["actor"], kind: row["kind"],
-                      jobId: row["job_id"], workerId: row["worker_id"], detail: row["detail"])
-            }
+            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.event(from:))
         }
     }
 }

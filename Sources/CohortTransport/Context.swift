@@ -6,12 +6,16 @@ public final class Context: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
 
     /// - Parameter ioThreads: libzmq I/O threads; one moves about 1 GB/s per core of payload.
-    public init(ioThreads: Int = 1) throws(TransportError) {
+    /// - Parameter maxSockets: sockets this context may open (libzmq's default is 1,023).
+    public init(ioThreads: Int = 1, maxSockets: Int? = nil) throws(TransportError) {
         guard let h = zmq_ctx_new() else {
             throw TransportError.zmq(operation: "zmq_ctx_new", errno: cohort_errno(), message: "could not create a ZeroMQ context")
         }
         handle = h
         try zmqCall("zmq_ctx_set(ZMQ_IO_THREADS)") { zmq_ctx_set(h, ZMQ_IO_THREADS, Int32(ioThreads)) }
+        if let maxSockets {
+            try zmqCall("zmq_ctx_set(ZMQ_MAX_SOCKETS)") { zmq_ctx_set(h, ZMQ_MAX_SOCKETS, Int32(maxSockets)) }
+        }
     }
 
     deinit {
