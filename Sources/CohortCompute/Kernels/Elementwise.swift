@@ -1,0 +1,225 @@
+/// Element-wise kernels with their backward passes. All buffers are row-major Float32; rows are
+/// split across threads in fixed chunks (see `Parallel`).
+enum Elementwise {
+    static let rowChunkElements = 16_384
+
+    static func rowChunk(_ cols: Int) -> Int { max(1, rowChunkElements / max(cols, 1)) }
+
+    // MARK: activations
+
+    /// ReLU, GELU (tanh approximation, PyTorch's `approximate='tanh'`), tanh, or identity (`nil`).
+    enum Kind: Sendable { case relu, gelu, tanh }
+
+    static let geluC: Float = 0.797_884_56 // √(2/π)
+    static let geluA: Float = 0.044_715
+
+    @inline(__always)
+    static func forward(_ kind: Kind, _ z: F16) -> F16 {
+        switch kind {
+        case .relu:
+            return pointwiseMax(z, F16())
+        case .tanh:
+            return vtanh(z)
+        case .gelu:
+            // 0.5·z·(1 + tanh(u)) = z·σ(2u), u = √(2/π)(z + 0.044715 z³)
+            let u = geluC * (z + geluA * z * z * z)
+            return z / (1 + vexp(-2 * u))
+        }
+    }
+
+    /// f'(z), given z and a = f(z).
+    @inline(__always)
+    static func derivative(_ kind: Kind, _ z: F16, _ a: F16) -> F16 {
+        switch kind {
+        case .relu:
+            return F16(repeating: 0).replacing(with: 1, where: z .> 0)
+        case .tanh:
+            return 1 - a * a
+        case .gelu:
+            let z2 = z * z
+            let u = geluC * (z + geluA * z2 * z)
+            let s = 1 / (1 + vexp(-2 * u))
+            return s + 2 * z * s * (1 - s) * geluC * (1 + 3 * geluA * z2)
+        }
+    }
+
+    /// z (rows,cols) += bias (cols) when given; a (rows,cols) = f(z) when `kind` is given.
+    /// `a` may alias nothing else; with `kind == nil` only the bias is added.
+    static func biasActivation(_ kind: Kind?, z: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>?,
+                               bias: UnsafePointer<Float>?, rows: Int, cols: Int) {
+        let zs = SharedPointer(z), asp = a.map(SharedPointer.init), bs = bias.map(SharedPointer.init)
+        Parallel.forEach(rows, chunk: rowChunk(cols)) { range in
+            for r in range {
+                let zr = zs.p + r * cols
+                let ar = asp.map { $0.p + r * cols }
+                var c = 0
+                while c < cols {
+                    let n = min(16, cols - c)
+                    var v = n == 16 ? load16(zr + c) : loadPartial(zr + c, n)
+                    if let b = bs { v += n == 16 ? load16(b.p + c) : loadPartial(b.p + c, n) }
+                    if bs != nil { if n == 16 { store16(v, zr + c) } else { storePartial(v, zr + c, n) } }
+                    if let kind, let ar {
+                        let y = forward(kind, v)
+                        if n == 16 { store16(y, ar + c) } else { storePartial(y, ar + c, n) }
+                    }
+                    c += 16
+                }
+            }
+        }
+    }
+
+    /// y (n) = f(x): the activation alone.
+    static func activation(_ kind: Kind, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, count n: Int) {
+        let xs = SharedPointer(x), ys = SharedPointer(y)
+        Parallel.forEach(n, chunk: rowChunkElements) { range in
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let k = min(16, range.upperBound - i)
+                let v = forward(kind, k == 16 ? load16(xs.p + i) : loadPartial(xs.p + i, k))
+                if k == 16 { store16(v, ys.p + i) } else { storePartial(v, ys.p + i, k) }
+                i += 16
+            }
+        }
+    }
+
+    /// dz (n) = da ⊙ f'(z); `a` = f(z) (used by tanh). `dz` may alias `da`.
+    static func activationBackward(_ kind: Kind, z: UnsafePointer<Float>, a: UnsafePointer<Float>,
+                                   da: UnsafePointer<Float>, dz: UnsafeMutablePointer<Float>, count n: Int) {
+        let zs = SharedPointer(z), asp = SharedPointer(a), das = SharedPointer(da), dzs = SharedPointer(dz)
+        Parallel.forEach(n, chunk: rowChunkElements) { range in
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let k = min(16, range.upperBound - i)
+                if k == 16 {
+                    store16(load16(das.p + i) * derivative(kind, load16(zs.p + i), load16(asp.p + i)), dzs.p + i)
+                } else {
+                    let d = derivative(kind, loadPartial(zs.p + i, k), loadPartial(asp.p + i, k))
+                    storePartial(loadPartial(das.p + i, k) * d, dzs.p + i, k)
+                }
+                i += 16
+            }
+        }
+    }
+
+    // MARK: broadcasting a bias, reductions
+
+    /// out (cols) += Σ_r x (rows,cols)[r]: the gradient of a broadcast bias. Columns are split
+    /// across threads; each column sums its rows in order.
+    static func columnSum(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+        let xs = SharedPointer(x), os = SharedPointer(out)
+        let blocks = (cols + 63) / 64
+        Parallel.forEach(blocks, chunk: 1) { range in
+            for blk in range {
+                let c0 = blk * 64, c1 = min(c0 + 64, cols)
+                var c = c0
+                while c < c1 {
+                    let n = min(16, c1 - c)
+                    var acc = F16()
+                    for r in 0..<rows {
+                        acc += n == 16 ? load16(xs.p + r * cols + c) : loadPartial(xs.p + r * cols + c, n)
+                    }
+                    if n == 16 { store16(load16(os.p + c) + acc, os.p + c) } else {
+                        storePartial(loadPartial(os.p + c, n) + acc, os.p + c, n)
+                    }
+                    c += 16
+                }
+            }
+        }
+    }
+
+    /// y (rows,cols) = x ⊙ g (cols), broadcast over rows.
+    static func mulBias(x: UnsafePointer<Float>, g: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        for r in 0..<rows { for c in 0..<cols { y[r * cols + c] = x[r * cols + c] * g[c] } }
+    }
+
+    /// Backward of `mulBias`: dx = dy ⊙ g; dg += Σ_r dy ⊙ x.
+    static func mulBiasBackward(x: UnsafePointer<Float>, g: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                                dx: UnsafeMutablePointer<Float>, dg: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        for r in 0..<rows {
+            for c in 0..<cols {
+                dx[r * cols + c] = dy[r * cols + c] * g[c]
+                dg[c] += dy[r * cols + c] * x[r * cols + c]
+            }
+        }
+    }
+
+    /// out (rows,cols) = residual + mask ⊙ (x + bias): a projection's bias, dropout and residual
+    /// connection in one pass. `mask` may be nil (no dropout), `bias` nil (no bias).
+    static func residualAdd(residual: UnsafePointer<Float>, x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                            mask: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        let rs = SharedPointer(residual), xs = SharedPointer(x), os = SharedPointer(out)
+        let bs = bias.map(SharedPointer.init), ms = mask.map(SharedPointer.init)
+        Parallel.forEach(rows, chunk: rowChunk(cols)) { range in
+            for r in range {
+                let o = r * cols
+                var c = 0
+                while c < cols {
+                    let n = min(16, cols - c)
+                    var v = n == 16 ? load16(xs.p + o + c) : loadPartial(xs.p + o + c, n)
+                    if let b = bs { v += n == 16 ? load16(b.p + c) : loadPartial(b.p + c, n) }
+                    if let m = ms { v *= n == 16 ? load16(m.p + o + c) : loadPartial(m.p + o + c, n) }
+                    v += n == 16 ? load16(rs.p + o + c) : loadPartial(rs.p + o + c, n)
+                    if n == 16 { store16(v, os.p + o + c) } else { storePartial(v, os.p + o + c, n) }
+                    c += 16
+                }
+            }
+        }
+    }
+
+    /// y (n) = a ⊙ b (dy ⊙ mask for dropout's backward).
+    static func multiply(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count n: Int) {
+        let as_ = SharedPointer(a), bs = SharedPointer(b), ys = SharedPointer(y)
+        Parallel.forEach(n, chunk: rowChunkElements) { range in
+            var i = range.lowerBound
+            while i + 16 <= range.upperBound { store16(load16(as_.p + i) * load16(bs.p + i), ys.p + i); i += 16 }
+            while i < range.upperBound { ys.p[i] = as_.p[i] * bs.p[i]; i += 1 }
+        }
+    }
+
+    // MARK: dropout
+
+    /// mask (n) = 0 with probability p, else 1/(1−p), drawn from (seed, stream, index) so it does
+    /// not depend on the thread split; y = x ⊙ mask. The backward is `multiply(dy, mask)`.
+    static func dropout(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>,
+                        count n: Int, p: Float, seed: UInt64, stream: UInt64) {
+        let keep = 1 / (1 - p)
+        let xs = SharedPointer(x), ys = SharedPointer(y), ms = SharedPointer(mask)
+        Parallel.forEach(n, chunk: rowChunkElements) { range in
+            for i in range {
+                let m: Float = counterUniform(seed: seed, stream: stream, index: UInt64(i)) < p ? 0 : keep
+                ms.p[i] = m
+                ys.p[i] = xs.p[i] * m
+            }
+        }
+    }
+
+    // MARK: layout
+
+    /// y (cols,rows) = xᵀ for x (rows,cols). Its backward is the same op on dy with the sizes swapped.
+    static func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
+        let tile = 32
+        var r0 = 0
+        while r0 < rows {
+            var c0 = 0
+            while c0 < cols {
+                for r in r0..<min(r0 + tile, rows) {
+                    for c in c0..<min(c0 + tile, cols) { y[c * rows + r] = x[r * cols + c] }
+                }
+                c0 += tile
+            }
+            r0 += tile
+        }
+    }
+
+    /// y (A,C,B,D) = x (A,B,C,D) with axes 1 and 2 swapped (splitting (B,T,H·D) into heads
+    /// (B,H,T,D)). Its backward is the same op with B and C swapped.
+    static func swapAxes12(_ x: UnsafePointer<Float>, _ a: Int, _ b: Int, _ c: Int, _ d: Int, into y: UnsafeMutablePointer<Float>) {
+        for i in 0..<a {
+            for j in 0..<b {
+                for k in 0..<c {
+                    (y + ((i * c + k) * b + j) * d).update(from: x + ((i * b + j) * c + k) * d, count: d)
+                }
+            }
+        }
+    }
+}
