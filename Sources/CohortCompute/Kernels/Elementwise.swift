@@ -17,7 +17,7 @@ enum Elementwise {
     static func forward(_ kind: Kind, _ z: F16) -> F16 {
         switch kind {
         case .relu:
-            return pointwiseMax(z, F16())
+            return vmax(z, F16())
         case .tanh:
             return vtanh(z)
         case .gelu:
@@ -44,23 +44,34 @@ enum Elementwise {
     }
 
     /// z (rows,cols) += bias (cols) when given; a (rows,cols) = f(z) when `kind` is given.
-    /// `a` may alias nothing else; with `kind == nil` only the bias is added.
     static func biasActivation(_ kind: Kind?, z: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>?,
                                bias: UnsafePointer<Float>?, rows: Int, cols: Int) {
+        switch kind {
+        case nil: biasMap(z: z, a: nil, bias: bias, rows: rows, cols: cols) { $0 }
+        case .relu?: biasMap(z: z, a: a, bias: bias, rows: rows, cols: cols) { forward(.relu, $0) }
+        case .gelu?: biasMap(z: z, a: a, bias: bias, rows: rows, cols: cols) { forward(.gelu, $0) }
+        case .tanh?: biasMap(z: z, a: a, bias: bias, rows: rows, cols: cols) { forward(.tanh, $0) }
+        }
+    }
+
+    @inline(__always)
+    private static func biasMap(z: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>?, bias: UnsafePointer<Float>?,
+                                rows: Int, cols: Int, _ f: @escaping @Sendable (F16) -> F16) {
         let zs = SharedPointer(z), asp = a.map(SharedPointer.init), bs = bias.map(SharedPointer.init)
         Parallel.forEach(rows, chunk: rowChunk(cols)) { range in
             for r in range {
                 let zr = zs.p + r * cols
-                let ar = asp.map { $0.p + r * cols }
                 var c = 0
                 while c < cols {
                     let n = min(16, cols - c)
                     var v = n == 16 ? load16(zr + c) : loadPartial(zr + c, n)
-                    if let b = bs { v += n == 16 ? load16(b.p + c) : loadPartial(b.p + c, n) }
-                    if bs != nil { if n == 16 { store16(v, zr + c) } else { storePartial(v, zr + c, n) } }
-                    if let kind, let ar {
-                        let y = forward(kind, v)
-                        if n == 16 { store16(y, ar + c) } else { storePartial(y, ar + c, n) }
+                    if let b = bs {
+                        v += n == 16 ? load16(b.p + c) : loadPartial(b.p + c, n)
+                        if n == 16 { store16(v, zr + c) } else { storePartial(v, zr + c, n) }
+                    }
+                    if let ar = asp?.p {
+                        let y = f(v)
+                        if n == 16 { store16(y, ar + r * cols + c) } else { storePartial(y, ar + r * cols + c, n) }
                     }
                     c += 16
                 }
@@ -82,18 +93,28 @@ enum Elementwise {
         }
     }
 
-    /// dz (n) = da ⊙ f'(z); `a` = f(z) (used by tanh). `dz` may alias `da`.
+    /// dz (n) = da ⊙ f'(z); `a` = f(z) (used by tanh). `dz` may alias `da` or `z`.
     static func activationBackward(_ kind: Kind, z: UnsafePointer<Float>, a: UnsafePointer<Float>,
                                    da: UnsafePointer<Float>, dz: UnsafeMutablePointer<Float>, count n: Int) {
+        switch kind {
+        case .relu: derivativeMap(z: z, a: a, da: da, dz: dz, count: n) { derivative(.relu, $0, $1) }
+        case .gelu: derivativeMap(z: z, a: a, da: da, dz: dz, count: n) { derivative(.gelu, $0, $1) }
+        case .tanh: derivativeMap(z: z, a: a, da: da, dz: dz, count: n) { derivative(.tanh, $0, $1) }
+        }
+    }
+
+    @inline(__always)
+    private static func derivativeMap(z: UnsafePointer<Float>, a: UnsafePointer<Float>, da: UnsafePointer<Float>,
+                                      dz: UnsafeMutablePointer<Float>, count n: Int, _ f: @escaping @Sendable (F16, F16) -> F16) {
         let zs = SharedPointer(z), asp = SharedPointer(a), das = SharedPointer(da), dzs = SharedPointer(dz)
         Parallel.forEach(n, chunk: rowChunkElements) { range in
             var i = range.lowerBound
             while i < range.upperBound {
                 let k = min(16, range.upperBound - i)
                 if k == 16 {
-                    store16(load16(das.p + i) * derivative(kind, load16(zs.p + i), load16(asp.p + i)), dzs.p + i)
+                    store16(load16(das.p + i) * f(load16(zs.p + i), load16(asp.p + i)), dzs.p + i)
                 } else {
-                    let d = derivative(kind, loadPartial(zs.p + i, k), loadPartial(asp.p + i, k))
+                    let d = f(loadPartial(zs.p + i, k), loadPartial(asp.p + i, k))
                     storePartial(loadPartial(das.p + i, k) * d, dzs.p + i, k)
                 }
                 i += 16

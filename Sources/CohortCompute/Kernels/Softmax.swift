@@ -8,8 +8,8 @@ enum Softmax {
     static func rowStats(_ x: UnsafePointer<Float>, _ n: Int) -> (max: Float, sum: Float) {
         var m = F16(repeating: -.infinity)
         var c = 0
-        while c + 16 <= n { m = pointwiseMax(m, load16(x + c)); c += 16 }
-        if c < n { m = pointwiseMax(m, loadPartial(x + c, n - c, pad: -.infinity)) }
+        while c + 16 <= n { m = vmax(m, load16(x + c)); c += 16 }
+        if c < n { m = vmax(m, loadPartial(x + c, n - c, pad: -.infinity)) }
         let mx = hmax(m)
         var s = F16()
         c = 0
