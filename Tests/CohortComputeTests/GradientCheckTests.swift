@@ -163,14 +163,11 @@ struct GradientCheckTests {
         })
     }
 
-    @Test(arguments: [1, 2])
-    func causalSelfAttention(threads: Int) {
+    @Test func causalSelfAttention() {
         // T = 37 spans two row blocks with a ragged tail; 2 heads of width 4.
         let s = Attention.Shape(batch: 2, length: 37, width: 8, heads: 2)
         let x = randomFloats(s.batch * s.length * 3 * s.width, seed: 13)
         let probsCount = s.batch * s.heads * s.length * s.length
-        ComputeThreads.set(threads)
-        defer { ComputeThreads.set(1) }
         func fwd(_ x: [Float]) -> ([Float], [Float]) {
             var probs = [Float](repeating: 0, count: probsCount)
             let out = apply(x, count: s.batch * s.length * s.width) { Attention.forward(qkv: $0, out: $1, probs: &probs, s) }
