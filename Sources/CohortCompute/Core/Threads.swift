@@ -48,13 +48,33 @@ struct SharedPointer: @unchecked Sendable {
 }
 
 enum Parallel {
+    /// Set on the threads that run one replica of a data-parallel step: their kernels run serially
+    /// (the replicas already use every core).
+    private static let serialKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    static var isSerialThread: Bool { pthread_getspecific(serialKey) != nil }
+
+    /// Runs `body` with this thread's kernels held to one thread.
+    static func serially<R>(_ body: () throws -> R) rethrows -> R {
+        let was = pthread_getspecific(serialKey)
+        pthread_setspecific(serialKey, UnsafeRawPointer(bitPattern: 1))
+        defer { pthread_setspecific(serialKey, was) }
+        return try body()
+    }
+
+    /// Threads the element-wise kernels may use on this thread.
+    static var threads: Int { isSerialThread ? 1 : ComputeThreads.count }
+
     /// Runs `body(range)` over `0..<count` cut into chunks of `chunk` items (the last may be
-    /// shorter), on up to `ComputeThreads.count` threads. Chunk boundaries do not depend on the
-    /// thread count.
+    /// shorter), on up to `threads` threads. Chunk boundaries do not depend on the thread count.
     @inline(__always)
     static func forEach(_ count: Int, chunk: Int, _ body: @Sendable (Range<Int>) -> Void) {
         let chunks = (count + chunk - 1) / max(chunk, 1)
-        if chunks <= 1 || ComputeThreads.count == 1 {
+        if chunks <= 1 || threads == 1 {
             var start = 0
             while start < count { body(start..<min(start + chunk, count)); start += chunk }
             return

@@ -85,7 +85,7 @@ enum Attention {
     @inline(__always)
     static func eachHead(_ s: Shape, _ body: @Sendable (Int, Int) -> Void) {
         let pairs = s.batch * s.heads
-        let threads = ComputeThreads.count
+        let threads = Parallel.threads
         if threads > 1 && pairs > 1 {
             openblas_set_num_threads(1)
             Parallel.forEach(pairs, chunk: 1) { range in

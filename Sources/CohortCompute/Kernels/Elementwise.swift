@@ -197,17 +197,26 @@ enum Elementwise {
         }
     }
 
+    /// y (n) += x (n).
+    static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count n: Int) {
+        var i = 0
+        while i + 16 <= n { store16(load16(y + i) + load16(x + i), y + i); i += 16 }
+        while i < n { y[i] += x[i]; i += 1 }
+    }
+
     // MARK: dropout
 
     /// mask (n) = 0 with probability p, else 1/(1−p), drawn from (seed, stream, index) so it does
     /// not depend on the thread split; y = x ⊙ mask. The backward is `multiply(dy, mask)`.
+    /// `indexOffset` is the position of element 0 in the whole batch, so that a batch split across
+    /// replicas draws the same mask as the whole.
     static func dropout(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>,
-                        count n: Int, p: Float, seed: UInt64, stream: UInt64) {
+                        count n: Int, p: Float, seed: UInt64, stream: UInt64, indexOffset: Int = 0) {
         let keep = 1 / (1 - p)
         let xs = SharedPointer(x), ys = SharedPointer(y), ms = SharedPointer(mask)
         Parallel.forEach(n, chunk: rowChunkElements) { range in
             for i in range {
-                let m: Float = counterUniform(seed: seed, stream: stream, index: UInt64(i)) < p ? 0 : keep
+                let m: Float = counterUniform(seed: seed, stream: stream, index: UInt64(i + indexOffset)) < p ? 0 : keep
                 ms.p[i] = m
                 ys.p[i] = xs.p[i] * m
             }

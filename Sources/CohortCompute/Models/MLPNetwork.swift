@@ -55,7 +55,7 @@ final class MLPNetwork {
         capacity = batch
     }
 
-    func run(_ batch: Batch, parameters: FlatBuffer, gradients: FlatBuffer, train: Bool) throws -> RunResult {
+    func validate(_ batch: Batch) throws {
         guard case let .classification(features, width, labels) = batch else {
             throw ComputeError.invalidBatch("an mlp model needs a classification batch, got token sequences")
         }
@@ -69,46 +69,50 @@ final class MLPNetwork {
         for (i, l) in labels.enumerated() where l < 0 || Int(l) >= d.classes {
             throw ComputeError.labelOutOfRange(index: i, label: l, classes: d.classes)
         }
+    }
+
+    /// Forward (and backward when `train`) over examples `examples` of a validated batch. The
+    /// gradient of Σ loss · `gradientScale` is added to `gradients`.
+    func pass(_ view: BatchView, examples: Range<Int>, parameters: UnsafePointer<Float>, gradients G: UnsafeMutablePointer<Float>,
+              train: Bool, gradientScale: Float) -> RunResult {
+        let B = examples.count
         reserve(B)
-        let P = parameters.baseAddress, G = gradients.baseAddress
+        let P = parameters
         let layers = dims.count - 1
-        return features.withUnsafeBufferPointer { fx in
-            labels.withUnsafeBufferPointer { lx in
-                let x = fx.baseAddress!
-                // Forward.
-                for i in 0..<layers {
-                    let input = i == 0 ? UnsafePointer(x) : UnsafePointer(a[i - 1])
-                    let fanIn = dims[i], out = dims[i + 1]
-                    // z (B, out) = input (B, in) · Wᵀ (in, out)
-                    BLAS.gemm(transA: false, transB: true, m: B, n: out, k: fanIn,
-                              a: input, lda: fanIn, b: P + weightOffsets[i], ldb: fanIn, beta: 0, c: z[i], ldc: out)
-                    Elementwise.biasActivation(i == layers - 1 ? nil : kind, z: z[i], a: a[i],
-                                               bias: P + biasOffsets[i], rows: B, cols: out)
-                }
-                let logits = z[layers - 1]
-                Softmax.crossEntropy(logits: logits, targets: lx.baseAddress!, rows: B, cols: d.classes,
-                                     rowLoss: rowLoss!, rowHit: rowHit!,
-                                     gradient: train ? logits : nil, gradientScale: 1 / Float(B))
-                let result = RunResult(rowLoss: rowLoss!, rowHit: rowHit!, rows: B)
-                guard train else { return result }
-                // Backward: z[i] now holds dL/dz_i for the layer being processed.
-                for i in stride(from: layers - 1, through: 0, by: -1) {
-                    let input = i == 0 ? UnsafePointer(x) : UnsafePointer(a[i - 1])
-                    let fanIn = dims[i], out = dims[i + 1]
-                    // dW (out, in) += dzᵀ (out, B) · input (B, in)
-                    BLAS.gemm(transA: true, transB: false, m: out, n: fanIn, k: B,
-                              a: z[i], lda: out, b: input, ldb: fanIn, beta: 1, c: G + weightOffsets[i], ldc: fanIn)
-                    Elementwise.columnSum(z[i], rows: B, cols: out, into: G + biasOffsets[i])
-                    if i > 0 {
-                        // dA (B, in) = dz (B, out) · W (out, in)
-                        BLAS.gemm(transA: false, transB: false, m: B, n: fanIn, k: out,
-                                  a: z[i], lda: out, b: P + weightOffsets[i], ldb: fanIn, beta: 0, c: dA!, ldc: fanIn)
-                        // dz_{i-1} = dA ⊙ f'(z_{i-1}), written over z_{i-1}
-                        Elementwise.activationBackward(kind, z: z[i - 1], a: a[i - 1], da: dA!, dz: z[i - 1], count: B * fanIn)
-                    }
-                }
-                return result
+        let x = view.features! + examples.lowerBound * d.inputs
+        let labels = view.labels! + examples.lowerBound
+        // Forward.
+        for i in 0..<layers {
+            let input = i == 0 ? x : UnsafePointer(a[i - 1])
+            let fanIn = dims[i], out = dims[i + 1]
+            // z (B, out) = input (B, in) · Wᵀ (in, out)
+            BLAS.gemm(transA: false, transB: true, m: B, n: out, k: fanIn,
+                      a: input, lda: fanIn, b: P + weightOffsets[i], ldb: fanIn, beta: 0, c: z[i], ldc: out)
+            Elementwise.biasActivation(i == layers - 1 ? nil : kind, z: z[i], a: a[i],
+                                       bias: P + biasOffsets[i], rows: B, cols: out)
+        }
+        let logits = z[layers - 1]
+        Softmax.crossEntropy(logits: logits, targets: labels, rows: B, cols: d.classes,
+                             rowLoss: rowLoss!, rowHit: rowHit!,
+                             gradient: train ? logits : nil, gradientScale: gradientScale)
+        let result = RunResult(rowLoss: rowLoss!, rowHit: rowHit!, rows: B)
+        guard train else { return result }
+        // Backward: z[i] now holds dL/dz_i for the layer being processed.
+        for i in stride(from: layers - 1, through: 0, by: -1) {
+            let input = i == 0 ? x : UnsafePointer(a[i - 1])
+            let fanIn = dims[i], out = dims[i + 1]
+            // dW (out, in) += dzᵀ (out, B) · input (B, in)
+            BLAS.gemm(transA: true, transB: false, m: out, n: fanIn, k: B,
+                      a: z[i], lda: out, b: input, ldb: fanIn, beta: 1, c: G + weightOffsets[i], ldc: fanIn)
+            Elementwise.columnSum(z[i], rows: B, cols: out, into: G + biasOffsets[i])
+            if i > 0 {
+                // dA (B, in) = dz (B, out) · W (out, in)
+                BLAS.gemm(transA: false, transB: false, m: B, n: fanIn, k: out,
+                          a: z[i], lda: out, b: P + weightOffsets[i], ldb: fanIn, beta: 0, c: dA!, ldc: fanIn)
+                // dz_{i-1} = dA ⊙ f'(z_{i-1}), written over z_{i-1}
+                Elementwise.activationBackward(kind, z: z[i - 1], a: a[i - 1], da: dA!, dz: z[i - 1], count: B * fanIn)
             }
         }
+        return result
     }
 }

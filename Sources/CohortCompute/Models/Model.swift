@@ -1,3 +1,6 @@
+import CBLAS
+import Dispatch
+
 /// The result of one `forwardBackward`.
 public struct StepResult: Sendable, Hashable {
     /// Mean loss over the batch's predictions (examples for a classifier, tokens for a LM).
@@ -45,6 +48,10 @@ public final class Model {
     public let parameterTable: [ParameterInfo]
 
     private let network: Network
+    /// Extra networks (each with its own activation arena) and gradient buffers for the other
+    /// threads of a data-parallel step; made on first use.
+    private var replicas: [Network] = []
+    private var replicaGradients: [FlatBuffer] = []
 
     public var parameterCount: Int { parameters.count }
 
@@ -99,31 +106,166 @@ public final class Model {
     /// Forward and backward over `batch`: ADDS the gradient of the batch's mean loss to
     /// `gradients` (call `zeroGradients` first for a fresh step). `dropoutSeed` draws the dropout
     /// masks (ignored without dropout); use a different one per step and rank.
+    ///
+    /// With `ComputeThreads.count` = n > 1 the batch is cut into n contiguous parts, each run by
+    /// its own thread with single-threaded BLAS (data parallelism inside the step: no spinning
+    /// BLAS threads between small kernels), and the parts' gradients are summed in part order.
     public func forwardBackward(_ batch: Batch, dropoutSeed: UInt64 = 0) throws -> StepResult {
         guard batch.count > 0 else { throw ComputeError.invalidBatch("the batch is empty; forwardBackward needs at least one example") }
-        let r: RunResult
-        switch network {
-        case let .mlp(n): r = try n.run(batch, parameters: parameters, gradients: gradients, train: true)
-        case let .transformer(n): r = try n.run(batch, parameters: parameters, gradients: gradients, train: true, dropoutSeed: dropoutSeed)
+        try network.validate(batch)
+        let B = batch.count
+        let predictions = B * network.predictionsPerExample(batch)
+        let scale = 1 / Float(predictions)
+        let parts = min(ComputeThreads.count, B / network.minimumExamplesPerThread)
+        let r: RunResult = batch.withView { view in
+            if parts <= 1 {
+                return network.pass(view, examples: 0..<B, parameters: parameters.baseAddress, gradients: gradients.baseAddress,
+                                    train: true, gradientScale: scale, seed: dropoutSeed)
+            }
+            return dataParallel(view, batch: B, parts: parts, scale: scale, seed: dropoutSeed)
         }
-        return StepResult(loss: Float(r.lossSum / Double(r.count)), correct: r.correct, count: r.count, examples: batch.count)
+        return StepResult(loss: Float(r.lossSum / Double(r.count)), correct: r.correct, count: r.count, examples: B)
+    }
+
+    private func dataParallel(_ view: BatchView, batch B: Int, parts: Int, scale: Float, seed: UInt64) -> RunResult {
+        while replicas.count < parts - 1 {
+            replicas.append(network.replica())
+            replicaGradients.append(FlatBuffer(count: parameterCount))
+        }
+        for g in replicaGradients.prefix(parts - 1) { g.zero() }
+        let results = UnsafeMutablePointer<RunResult>.allocate(capacity: parts)
+        results.initialize(repeating: RunResult(lossSum: 0, correct: 0, count: 0), count: parts)
+        defer { results.deallocate() }
+        let work = ReplicaWork(networks: [network] + replicas.prefix(parts - 1),
+                               gradients: [gradients] + replicaGradients.prefix(parts - 1),
+                               parameters: parameters, view: view, results: results, batch: B, parts: parts)
+        let threads = ComputeThreads.count
+        openblas_set_num_threads(1)
+        DispatchQueue.concurrentPerform(iterations: parts) { i in
+            let lo = i * B / parts, hi = (i + 1) * B / parts
+            work.results[i] = Parallel.serially {
+                work.networks[i].pass(work.view, examples: lo..<hi, parameters: work.parameters.baseAddress,
+                                      gradients: work.gradients[i].baseAddress, train: true, gradientScale: scale, seed: seed)
+            }
+        }
+        openblas_set_num_threads(Int32(threads))
+        var total = RunResult(lossSum: 0, correct: 0, count: 0)
+        for i in 0..<parts {
+            total.lossSum += results[i].lossSum; total.correct += results[i].correct; total.count += results[i].count
+            if i > 0 { Elementwise.add(work.gradients[i].baseAddress, into: gradients.baseAddress, count: parameterCount) }
+        }
+        return total
     }
 
     /// Loss sum, correct count and prediction count over `batch`, without dropout or gradients.
+    /// Large batches are evaluated in chunks, so they do not grow the activation arena.
     public func evaluate(_ batch: Batch) throws -> Evaluation {
         if batch.count == 0 { return Evaluation() }
-        let r: RunResult
-        switch network {
-        case let .mlp(n): r = try n.run(batch, parameters: parameters, gradients: gradients, train: false)
-        case let .transformer(n): r = try n.run(batch, parameters: parameters, gradients: gradients, train: false, dropoutSeed: 0)
+        try network.validate(batch)
+        let B = batch.count, chunk = network.evaluationChunk
+        return batch.withView { view in
+            var e = Evaluation()
+            var lo = 0
+            while lo < B {
+                let hi = min(lo + chunk, B)
+                let r = network.pass(view, examples: lo..<hi, parameters: parameters.baseAddress,
+                                     gradients: gradients.baseAddress, train: false, gradientScale: 0, seed: 0)
+                e = e + Evaluation(lossSum: r.lossSum, correct: r.correct, count: r.count)
+                lo = hi
+            }
+            return e
         }
-        return Evaluation(lossSum: r.lossSum, correct: r.correct, count: r.count)
+    }
+}
+
+/// What the replica threads share; each writes only its own network, gradient buffer and result.
+private struct ReplicaWork: @unchecked Sendable {
+    let networks: [Network]
+    let gradients: [FlatBuffer]
+    let parameters: FlatBuffer
+    let view: BatchView
+    let results: UnsafeMutablePointer<RunResult>
+    let batch: Int
+    let parts: Int
+}
+
+/// Raw pointers into a `Batch`'s arrays, valid inside `Batch.withView`.
+struct BatchView: @unchecked Sendable {
+    var features: UnsafePointer<Float>?
+    var labels: UnsafePointer<Int32>?
+    var tokens: UnsafePointer<Int32>?
+    var width = 0
+    var length = 0
+}
+
+extension Batch {
+    func withView<R>(_ body: (BatchView) -> R) -> R {
+        switch self {
+        case let .classification(features, width, labels):
+            return features.withUnsafeBufferPointer { f in
+                labels.withUnsafeBufferPointer { l in
+                    body(BatchView(features: f.baseAddress, labels: l.baseAddress, width: width))
+                }
+            }
+        case let .sequences(tokens, length):
+            return tokens.withUnsafeBufferPointer { t in body(BatchView(tokens: t.baseAddress, length: length)) }
+        }
     }
 }
 
 enum Network {
     case mlp(MLPNetwork)
     case transformer(TransformerNetwork)
+
+    func validate(_ batch: Batch) throws {
+        switch self {
+        case let .mlp(n): try n.validate(batch)
+        case let .transformer(n): try n.validate(batch)
+        }
+    }
+
+    func predictionsPerExample(_ batch: Batch) -> Int {
+        if case let .sequences(_, length) = batch { return length }
+        return 1
+    }
+
+    /// Below this many examples per thread a step is not split (the GEMMs get too thin).
+    var minimumExamplesPerThread: Int {
+        switch self {
+        case .mlp: return 32
+        case .transformer: return 1
+        }
+    }
+
+    /// Examples per evaluation chunk.
+    var evaluationChunk: Int {
+        switch self {
+        case .mlp: return 1024
+        case .transformer: return 32
+        }
+    }
+
+    /// A network with the same layout and its own workspace.
+    func replica() -> Network {
+        var layout = ParameterLayout()
+        var inits: [Initialiser] = []
+        switch self {
+        case let .mlp(n): return .mlp(try! MLPNetwork(n.d, layout: &layout, inits: &inits))
+        case let .transformer(n): return .transformer(try! TransformerNetwork(n.d, layout: &layout, inits: &inits))
+        }
+    }
+
+    func pass(_ view: BatchView, examples: Range<Int>, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+              train: Bool, gradientScale: Float, seed: UInt64) -> RunResult {
+        switch self {
+        case let .mlp(n):
+            return n.pass(view, examples: examples, parameters: parameters, gradients: gradients, train: train,
+                          gradientScale: gradientScale)
+        case let .transformer(n):
+            return n.pass(view, examples: examples, parameters: parameters, gradients: gradients, train: train,
+                          gradientScale: gradientScale, seed: seed)
+        }
+    }
 }
 
 /// What a network's pass returns: sums over its predictions.

@@ -17,8 +17,6 @@ final class TransformerNetwork {
     var tokenEmbedding = 0, positionEmbedding = 0, normw = 0, normb = 0, headw = 0
     var blocks: [Block] = []
 
-    /// Examples per sub-batch in `evaluate`, so a large test batch does not size the arena.
-    static let evaluationChunk = 32
 
     init(_ d: ModelDescription.Transformer, layout: inout ParameterLayout, inits: inout [Initialiser]) throws {
         func check(_ ok: Bool, _ why: @autoclosure () -> String) throws {
@@ -113,7 +111,7 @@ final class TransformerNetwork {
 
     // MARK: passes
 
-    func run(_ batch: Batch, parameters: FlatBuffer, gradients: FlatBuffer, train: Bool, dropoutSeed: UInt64) throws -> RunResult {
+    func validate(_ batch: Batch) throws {
         guard case let .sequences(tokens, length) = batch else {
             throw ComputeError.invalidBatch("a transformer model needs token sequences, got a classification batch")
         }
@@ -126,29 +124,24 @@ final class TransformerNetwork {
         for (i, t) in tokens.enumerated() where t < 0 || Int(t) >= V {
             throw ComputeError.tokenOutOfRange(index: i, token: t, vocabulary: V)
         }
-        let B = tokens.count / (length + 1)
-        return tokens.withUnsafeBufferPointer { tb in
-            if train {
-                return pass(tb.baseAddress!, batch: B, length: length, parameters: parameters, gradients: gradients,
-                            train: true, seed: dropoutSeed)
-            }
-            var total = RunResult(lossSum: 0, correct: 0, count: 0)
-            var b0 = 0
-            while b0 < B {
-                let n = min(Self.evaluationChunk, B - b0)
-                let r = pass(tb.baseAddress! + b0 * (length + 1), batch: n, length: length, parameters: parameters,
-                             gradients: gradients, train: false, seed: 0)
-                total.lossSum += r.lossSum; total.correct += r.correct; total.count += r.count
-                b0 += n
-            }
-            return total
-        }
     }
 
-    private func pass(_ tokens: UnsafePointer<Int32>, batch B: Int, length T: Int, parameters: FlatBuffer,
-                      gradients: FlatBuffer, train: Bool, seed: UInt64) -> RunResult {
+    /// Forward (and backward when `train`) over sequences `examples` of a validated batch; adds
+    /// the gradient of Σ loss · `gradientScale` to `gradients`. Dropout masks are drawn by
+    /// position in the whole batch, so a split batch draws the same masks.
+    func pass(_ view: BatchView, examples: Range<Int>, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+              train: Bool, gradientScale: Float, seed: UInt64) -> RunResult {
+        let T = view.length
+        return pass(view.tokens! + examples.lowerBound * (T + 1), batch: examples.count, length: T, parameters: parameters,
+                    gradients: gradients, train: train, seed: seed, gradientScale: gradientScale,
+                    indexOffset: examples.lowerBound * T * C)
+    }
+
+    private func pass(_ tokens: UnsafePointer<Int32>, batch B: Int, length T: Int, parameters P: UnsafePointer<Float>,
+                      gradients G: UnsafeMutablePointer<Float>, train: Bool, seed: UInt64, gradientScale: Float,
+                      indexOffset: Int) -> RunResult {
         reserve(batch: B, length: T)
-        let N = B * T, P = parameters.baseAddress, G = gradients.baseAddress
+        let N = B * T
         let drop = train && d.dropout > 0
         let p = d.dropout
         let shape = Attention.Shape(batch: B, length: T, width: C, heads: H)
@@ -157,7 +150,7 @@ final class TransformerNetwork {
         // Embeddings: x₀ (N, C).
         Embedding.forward(tokens: tokens, tokenStride: T + 1, batch: B, length: T, tokenTable: P + tokenEmbedding,
                           positionTable: P + positionEmbedding, out: drop ? tmp : x0, width: C)
-        if drop { Elementwise.dropout(x: tmp, y: x0, mask: mask0!, count: N * C, p: p, seed: seed, stream: 0) }
+        if drop { Elementwise.dropout(x: tmp, y: x0, mask: mask0!, count: N * C, p: p, seed: seed, stream: 0, indexOffset: indexOffset) }
 
         var x = UnsafePointer(x0)
         for l in 0..<L {
@@ -173,7 +166,7 @@ final class TransformerNetwork {
                       beta: 0, c: tmp, ldc: C)
             if drop {
                 Elementwise.biasActivation(nil, z: tmp, a: nil, bias: P + w.projb, rows: N, cols: C)
-                Elementwise.dropout(x: tmp, y: tmp, mask: a.maskA!, count: N * C, p: p, seed: seed, stream: UInt64(1 + 2 * l))
+                Elementwise.dropout(x: tmp, y: tmp, mask: a.maskA!, count: N * C, p: p, seed: seed, stream: UInt64(1 + 2 * l), indexOffset: indexOffset)
                 Elementwise.residualAdd(residual: x, x: tmp, bias: nil, mask: nil, out: a.x1, rows: N, cols: C)
             } else {
                 Elementwise.residualAdd(residual: x, x: tmp, bias: P + w.projb, mask: nil, out: a.x1, rows: N, cols: C)
@@ -188,7 +181,7 @@ final class TransformerNetwork {
                       beta: 0, c: tmp, ldc: C)
             if drop {
                 Elementwise.biasActivation(nil, z: tmp, a: nil, bias: P + w.fc2b, rows: N, cols: C)
-                Elementwise.dropout(x: tmp, y: tmp, mask: a.maskM!, count: N * C, p: p, seed: seed, stream: UInt64(2 + 2 * l))
+                Elementwise.dropout(x: tmp, y: tmp, mask: a.maskM!, count: N * C, p: p, seed: seed, stream: UInt64(2 + 2 * l), indexOffset: indexOffset)
                 Elementwise.residualAdd(residual: a.x1, x: tmp, bias: nil, mask: nil, out: a.x2, rows: N, cols: C)
             } else {
                 Elementwise.residualAdd(residual: a.x1, x: tmp, bias: P + w.fc2b, mask: nil, out: a.x2, rows: N, cols: C)
@@ -202,7 +195,7 @@ final class TransformerNetwork {
         for b in 0..<B { for t in 0..<T { targets[b * T + t] = tokens[b * (T + 1) + t + 1] } }
         targets.withUnsafeBufferPointer { tg in
             Softmax.crossEntropy(logits: logits!, targets: tg.baseAddress!, rows: N, cols: V, rowLoss: rowLoss!, rowHit: rowHit!,
-                                 gradient: train ? logits! : nil, gradientScale: 1 / Float(N))
+                                 gradient: train ? logits! : nil, gradientScale: gradientScale)
         }
         let result = RunResult(rowLoss: rowLoss!, rowHit: rowHit!, rows: N)
         guard train else { return result }
