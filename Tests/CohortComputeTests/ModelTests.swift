@@ -194,10 +194,33 @@ struct ThreadTests {
         let b = try train(.transformer(d), threads: threads, steps: 5, batch: batch, optimizer: .adamW(.init()))
         #expect(a == b)
         let mlp = ModelDescription.mlp(.init(inputs: 6, hidden: [16, 8], classes: 3))
-        let cb = Batch.classification(features: randomFloats(60, seed: 4), width: 6, labels: (0..<10).map { Int32($0 % 3) })
+        let cb = Batch.classification(features: randomFloats(6 * 70, seed: 4), width: 6, labels: (0..<70).map { Int32($0 % 3) })
         let opt = Optimizer.sgd(.init(momentum: 0.9, nesterov: true, weightDecay: 1e-4))
         #expect(try train(mlp, threads: threads, steps: 5, batch: cb, optimizer: opt)
                 == train(mlp, threads: threads, steps: 5, batch: cb, optimizer: opt))
+    }
+
+    /// Two threads split the batch in two replicas; the summed gradient must match one thread's
+    /// up to summation order, dropout masks included.
+    @Test func splittingTheBatchAcrossThreadsMatchesOneThread() throws {
+        var d = ModelTests.tinyGPT
+        d.dropout = 0.1
+        var rng = Xoshiro256(seed: 8)
+        let gpt = Batch.sequences(tokens: (0..<(5 * 9)).map { _ in Int32(rng.next() % 11) }, length: 8)
+        let mlp = Batch.classification(features: randomFloats(70 * 6, seed: 9), width: 6, labels: (0..<70).map { Int32($0 % 3) })
+        for (description, batch) in [(ModelDescription.transformer(d), gpt), (.mlp(.init(inputs: 6, hidden: [16], classes: 3)), mlp)] {
+            func run(_ threads: Int) throws -> ([Float], StepResult) {
+                ComputeThreads.set(threads)
+                defer { ComputeThreads.set(1) }
+                let model = try Model(description, seed: 4)
+                model.zeroGradients()
+                let r = try model.forwardBackward(batch, dropoutSeed: 9)
+                return (model.gradients.toArray(), r)
+            }
+            let (g1, r1) = try run(1), (g2, r2) = try run(2)
+            #expect(worstError(g2, g1, atol: 1e-7, rtol: 1e-4) <= 1)
+            #expect(abs(r1.loss - r2.loss) < 1e-5 && r1.correct == r2.correct && r1.count == r2.count)
+        }
     }
 
     @Test func attentionIsBitIdenticalAcrossThreadCounts() {
