@@ -22,7 +22,7 @@ struct Options {
             case "--tf-steps": transformerSteps = Int(value()) ?? transformerSteps
             case "--no-torch": torch = false
             case "--only": only = value()
-            case "--gemm": break
+            case "--gemm", "--kernels": break
             default: print("unknown option \(args[i])"); exit(2)
             }
             i += 1
@@ -141,6 +141,16 @@ func benchGEMM() {
 }
 
 let o = Options(CommandLine.arguments)
+if CommandLine.arguments.contains("--kernels") {
+    for n in o.threads {
+        ComputeThreads.set(n)
+        print("threads \(n)")
+        for (name, ms) in KernelBench.run(clock: now) {
+            print("  \(name.padding(toLength: 30, withPad: " ", startingAt: 0)) \(String(format: "%7.3f", ms)) ms")
+        }
+    }
+    exit(0)
+}
 if CommandLine.arguments.contains("--gemm") {
     for n in o.threads { ComputeThreads.set(n); print("threads \(n)"); benchGEMM() }
     exit(0)

@@ -100,12 +100,9 @@ enum Attention {
     /// Softmax of row[0..<valid]; zeros in row[valid..<stored].
     @inline(__always)
     static func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, stored: Int) {
-        let (mx, sum) = Softmax.rowStats(row, valid)
-        let inv = 1 / sum
-        var c = 0
-        while c + 16 <= valid { store16(vexp(load16(row + c) - mx) * inv, row + c); c += 16 }
-        if c < valid { storePartial(vexp(loadPartial(row + c, valid - c) - mx) * inv, row + c, valid - c) }
-        for j in valid..<stored { row[j] = 0 }
+        let sum = Softmax.expRow(row, row, valid, minus: Softmax.rowMax(row, valid))
+        Softmax.scaleRow(row, valid, by: 1 / sum)
+        if stored > valid { (row + valid).update(repeating: 0, count: stored - valid) }
     }
 
     /// d[0..<valid] = p ⊙ (d − Σ p⊙d) · scale; zeros in d[valid..<stored].
@@ -119,6 +116,6 @@ enum Attention {
         c = 0
         while c + 16 <= valid { store16(load16(p + c) * (load16(d + c) - dot) * scale, d + c); c += 16 }
         while c < valid { d[c] = p[c] * (d[c] - dot) * scale; c += 1 }
-        for j in valid..<stored { d[j] = 0 }
+        if stored > valid { (d + valid).update(repeating: 0, count: stored - valid) }
     }
 }

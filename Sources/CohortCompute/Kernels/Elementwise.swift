@@ -10,36 +10,13 @@ enum Elementwise {
     /// ReLU, GELU (tanh approximation, PyTorch's `approximate='tanh'`), tanh, or identity (`nil`).
     enum Kind: Sendable { case relu, gelu, tanh }
 
-    static let geluC: Float = 0.797_884_56 // √(2/π)
-    static let geluA: Float = 0.044_715
 
-    @inline(__always)
-    static func forward(_ kind: Kind, _ z: F16) -> F16 {
+    /// y (n) = f(x): the activation alone.
+    static func activation(_ kind: Kind, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, count n: Int) {
         switch kind {
-        case .relu:
-            return vmax(z, F16())
-        case .tanh:
-            return vtanh(z)
-        case .gelu:
-            // 0.5·z·(1 + tanh(u)) = z·σ(2u), u = √(2/π)(z + 0.044715 z³)
-            let u = geluC * (z + geluA * z * z * z)
-            return z / (1 + vexp(-2 * u))
-        }
-    }
-
-    /// f'(z), given z and a = f(z).
-    @inline(__always)
-    static func derivative(_ kind: Kind, _ z: F16, _ a: F16) -> F16 {
-        switch kind {
-        case .relu:
-            return F16(repeating: 0).replacing(with: 1, where: z .> 0)
-        case .tanh:
-            return 1 - a * a
-        case .gelu:
-            let z2 = z * z
-            let u = geluC * (z + geluA * z2 * z)
-            let s = 1 / (1 + vexp(-2 * u))
-            return s + 2 * z * s * (1 - s) * geluC * (1 + 3 * geluA * z2)
+        case .relu: map(ReLU.self, x: x, y: y, count: n)
+        case .gelu: map(GELU.self, x: x, y: y, count: n)
+        case .tanh: map(Tanh.self, x: x, y: y, count: n)
         }
     }
 
@@ -47,16 +24,40 @@ enum Elementwise {
     static func biasActivation(_ kind: Kind?, z: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>?,
                                bias: UnsafePointer<Float>?, rows: Int, cols: Int) {
         switch kind {
-        case nil: biasMap(z: z, a: nil, bias: bias, rows: rows, cols: cols) { $0 }
-        case .relu?: biasMap(z: z, a: a, bias: bias, rows: rows, cols: cols) { forward(.relu, $0) }
-        case .gelu?: biasMap(z: z, a: a, bias: bias, rows: rows, cols: cols) { forward(.gelu, $0) }
-        case .tanh?: biasMap(z: z, a: a, bias: bias, rows: rows, cols: cols) { forward(.tanh, $0) }
+        case nil: biasMap(Identity.self, z: z, a: nil, bias: bias, rows: rows, cols: cols)
+        case .relu?: biasMap(ReLU.self, z: z, a: a, bias: bias, rows: rows, cols: cols)
+        case .gelu?: biasMap(GELU.self, z: z, a: a, bias: bias, rows: rows, cols: cols)
+        case .tanh?: biasMap(Tanh.self, z: z, a: a, bias: bias, rows: rows, cols: cols)
         }
     }
 
-    @inline(__always)
-    private static func biasMap(z: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>?, bias: UnsafePointer<Float>?,
-                                rows: Int, cols: Int, _ f: @escaping @Sendable (F16) -> F16) {
+    /// dz (n) = da ⊙ f'(z); `a` = f(z) (used by tanh). `dz` may alias `da` or `z`.
+    static func activationBackward(_ kind: Kind, z: UnsafePointer<Float>, a: UnsafePointer<Float>,
+                                   da: UnsafePointer<Float>, dz: UnsafeMutablePointer<Float>, count n: Int) {
+        switch kind {
+        case .relu: derivativeMap(ReLU.self, z: z, a: a, da: da, dz: dz, count: n)
+        case .gelu: derivativeMap(GELU.self, z: z, a: a, da: da, dz: dz, count: n)
+        case .tanh: derivativeMap(Tanh.self, z: z, a: a, da: da, dz: dz, count: n)
+        }
+    }
+
+    // Loops generic over the activation type, so each is specialised with its function inlined
+    // (closures passed down were not inlined, and the switch per vector cost 3×).
+
+    private static func map<A: ActivationFunction>(_: A.Type, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, count n: Int) {
+        let xs = SharedPointer(x), ys = SharedPointer(y)
+        Parallel.forEach(n, chunk: rowChunkElements) { range in
+            var i = range.lowerBound
+            while i + 16 <= range.upperBound { store16(quarters(load16(xs.p + i), A.f), ys.p + i); i += 16 }
+            if i < range.upperBound {
+                let k = range.upperBound - i
+                storePartial(quarters(loadPartial(xs.p + i, k), A.f), ys.p + i, k)
+            }
+        }
+    }
+
+    private static func biasMap<A: ActivationFunction>(_: A.Type, z: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>?,
+                                                      bias: UnsafePointer<Float>?, rows: Int, cols: Int) {
         let zs = SharedPointer(z), asp = a.map(SharedPointer.init), bs = bias.map(SharedPointer.init)
         Parallel.forEach(rows, chunk: rowChunk(cols)) { range in
             for r in range {
@@ -70,7 +71,7 @@ enum Elementwise {
                         if n == 16 { store16(v, zr + c) } else { storePartial(v, zr + c, n) }
                     }
                     if let ar = asp?.p {
-                        let y = f(v)
+                        let y = quarters(v, A.f)
                         if n == 16 { store16(y, ar + r * cols + c) } else { storePartial(y, ar + r * cols + c, n) }
                     }
                     c += 16
@@ -79,45 +80,19 @@ enum Elementwise {
         }
     }
 
-    /// y (n) = f(x): the activation alone.
-    static func activation(_ kind: Kind, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, count n: Int) {
-        let xs = SharedPointer(x), ys = SharedPointer(y)
-        Parallel.forEach(n, chunk: rowChunkElements) { range in
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let k = min(16, range.upperBound - i)
-                let v = forward(kind, k == 16 ? load16(xs.p + i) : loadPartial(xs.p + i, k))
-                if k == 16 { store16(v, ys.p + i) } else { storePartial(v, ys.p + i, k) }
-                i += 16
-            }
-        }
-    }
-
-    /// dz (n) = da ⊙ f'(z); `a` = f(z) (used by tanh). `dz` may alias `da` or `z`.
-    static func activationBackward(_ kind: Kind, z: UnsafePointer<Float>, a: UnsafePointer<Float>,
-                                   da: UnsafePointer<Float>, dz: UnsafeMutablePointer<Float>, count n: Int) {
-        switch kind {
-        case .relu: derivativeMap(z: z, a: a, da: da, dz: dz, count: n) { derivative(.relu, $0, $1) }
-        case .gelu: derivativeMap(z: z, a: a, da: da, dz: dz, count: n) { derivative(.gelu, $0, $1) }
-        case .tanh: derivativeMap(z: z, a: a, da: da, dz: dz, count: n) { derivative(.tanh, $0, $1) }
-        }
-    }
-
-    @inline(__always)
-    private static func derivativeMap(z: UnsafePointer<Float>, a: UnsafePointer<Float>, da: UnsafePointer<Float>,
-                                      dz: UnsafeMutablePointer<Float>, count n: Int, _ f: @escaping @Sendable (F16, F16) -> F16) {
+    private static func derivativeMap<A: ActivationFunction>(_: A.Type, z: UnsafePointer<Float>, a: UnsafePointer<Float>,
+                                                            da: UnsafePointer<Float>, dz: UnsafeMutablePointer<Float>, count n: Int) {
         let zs = SharedPointer(z), asp = SharedPointer(a), das = SharedPointer(da), dzs = SharedPointer(dz)
         Parallel.forEach(n, chunk: rowChunkElements) { range in
             var i = range.lowerBound
-            while i < range.upperBound {
-                let k = min(16, range.upperBound - i)
-                if k == 16 {
-                    store16(load16(das.p + i) * f(load16(zs.p + i), load16(asp.p + i)), dzs.p + i)
-                } else {
-                    let d = f(loadPartial(zs.p + i, k), loadPartial(asp.p + i, k))
-                    storePartial(loadPartial(das.p + i, k) * d, dzs.p + i, k)
-                }
+            while i + 16 <= range.upperBound {
+                store16(load16(das.p + i) * quarters(load16(zs.p + i), load16(asp.p + i), A.df), dzs.p + i)
                 i += 16
+            }
+            if i < range.upperBound {
+                let k = range.upperBound - i
+                let d = quarters(loadPartial(zs.p + i, k), loadPartial(asp.p + i, k), A.df)
+                storePartial(loadPartial(das.p + i, k) * d, dzs.p + i, k)
             }
         }
     }
@@ -251,5 +226,45 @@ enum Elementwise {
                 }
             }
         }
+    }
+}
+
+/// An activation on one SIMD4 register: f(z) and f'(z) given z and a = f(z).
+protocol ActivationFunction: SendableMetatype {
+    static func f(_ z: F4) -> F4
+    static func df(_ z: F4, _ a: F4) -> F4
+}
+
+enum Identity: ActivationFunction {
+    @inline(__always) static func f(_ z: F4) -> F4 { z }
+    @inline(__always) static func df(_ z: F4, _ a: F4) -> F4 { F4(repeating: 1) }
+}
+
+enum ReLU: ActivationFunction {
+    @inline(__always) static func f(_ z: F4) -> F4 { z.replacing(with: 0, where: z .< 0) }
+    @inline(__always) static func df(_ z: F4, _ a: F4) -> F4 { F4(repeating: 0).replacing(with: 1, where: z .> 0) }
+}
+
+enum Tanh: ActivationFunction {
+    @inline(__always) static func f(_ z: F4) -> F4 { vtanh4(z) }
+    @inline(__always) static func df(_ z: F4, _ a: F4) -> F4 { 1 - a * a }
+}
+
+/// GELU, tanh approximation (PyTorch's `approximate='tanh'`):
+/// 0.5·z·(1 + tanh(u)) = z·σ(2u), u = √(2/π)(z + 0.044715 z³).
+enum GELU: ActivationFunction {
+    static let c: Float = 0.797_884_56 // √(2/π)
+    static let k: Float = 0.044_715
+
+    @inline(__always) static func f(_ z: F4) -> F4 {
+        let u = c * (z + k * z * z * z)
+        return z / (1 + vexp4(-2 * u))
+    }
+
+    @inline(__always) static func df(_ z: F4, _ a: F4) -> F4 {
+        let z2 = z * z
+        let u = c * (z + k * z2 * z)
+        let s = 1 / (1 + vexp4(-2 * u))
+        return s + 2 * z * s * (1 - s) * c * (1 + 3 * k * z2)
     }
 }

@@ -3,22 +3,52 @@ import Foundation
 /// Row-wise softmax, log-softmax and the fused cross-entropy. Each row is reduced in a fixed order
 /// (SIMD16 lanes, then pairwise), so results do not depend on the thread split.
 enum Softmax {
-    /// (max, Σ e^(x−max)) of one row.
+    /// max of row[0..<n].
     @inline(__always)
-    static func rowStats(_ x: UnsafePointer<Float>, _ n: Int) -> (max: Float, sum: Float) {
+    static func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         var m = F16(repeating: -.infinity)
         var c = 0
         while c + 16 <= n { m = vmax(m, load16(x + c)); c += 16 }
         if c < n { m = vmax(m, loadPartial(x + c, n - c, pad: -.infinity)) }
-        let mx = hmax(m)
+        return hmax(m)
+    }
+
+    /// y[c] = e^(x[c] − mx) for c < n; returns Σ y in a fixed order. `y` may alias `x`.
+    @inline(__always)
+    static func expRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, minus mx: Float) -> Float {
         var s = F16()
-        c = 0
-        while c + 16 <= n { s += vexp(load16(x + c) - mx); c += 16 }
+        var c = 0
+        while c + 16 <= n { let e = vexp(load16(x + c) - mx); store16(e, y + c); s += e; c += 16 }
+        var sum = hsum(s)
         if c < n {
             let e = vexp(loadPartial(x + c, n - c) - mx)
-            s += e.replacing(with: 0, where: SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .>= SIMD16<Int32>(repeating: Int32(n - c)))
+            storePartial(e, y + c, n - c)
+            for i in 0..<(n - c) { sum += e[i] }
         }
-        return (mx, hsum(s))
+        return sum
+    }
+
+    /// y[c] *= s for c < n.
+    @inline(__always)
+    static func scaleRow(_ y: UnsafeMutablePointer<Float>, _ n: Int, by s: Float) {
+        var c = 0
+        while c + 16 <= n { store16(load16(y + c) * s, y + c); c += 16 }
+        while c < n { y[c] *= s; c += 1 }
+    }
+
+    /// (max, Σ e^(x−max)) of one row, without storing the exponentials.
+    @inline(__always)
+    static func rowStats(_ x: UnsafePointer<Float>, _ n: Int) -> (max: Float, sum: Float) {
+        let mx = rowMax(x, n)
+        var s = F16()
+        var c = 0
+        while c + 16 <= n { s += vexp(load16(x + c) - mx); c += 16 }
+        var sum = hsum(s)
+        if c < n {
+            let e = vexp(loadPartial(x + c, n - c) - mx)
+            for i in 0..<(n - c) { sum += e[i] }
+        }
+        return (mx, sum)
     }
 
     /// y (rows,cols) = softmax(x) along each row. `y` may alias `x`.
@@ -27,15 +57,8 @@ enum Softmax {
         Parallel.forEach(rows, chunk: Elementwise.rowChunk(cols)) { range in
             for r in range {
                 let xr = xs.p + r * cols, yr = ys.p + r * cols
-                let (mx, s) = rowStats(xr, cols)
-                let inv = 1 / s
-                var c = 0
-                while c < cols {
-                    let n = min(16, cols - c)
-                    let e = vexp((n == 16 ? load16(xr + c) : loadPartial(xr + c, n)) - mx) * inv
-                    if n == 16 { store16(e, yr + c) } else { storePartial(e, yr + c, n) }
-                    c += 16
-                }
+                let sum = expRow(xr, yr, cols, minus: rowMax(xr, cols))
+                scaleRow(yr, cols, by: 1 / sum)
             }
         }
     }
@@ -83,24 +106,25 @@ enum Softmax {
             for r in range {
                 let xr = ls.p + r * cols
                 let t = Int(ts.p[r])
-                let (mx, s) = rowStats(xr, cols)
                 let xt = xr[t]
-                lossS.p[r] = mx + logf(s) - xt
+                let bestValue = rowMax(xr, cols)
                 var best = 0
-                var bestValue = xr[0]
-                for c in 1..<cols where xr[c] > bestValue { best = c; bestValue = xr[c] }
+                while best < cols - 1 && xr[best] != bestValue { best += 1 } // the first maximum
                 hitS.p[r] = best == t ? 1 : 0
                 if let g = gs {
+                    // The gradient may overwrite the logits: everything read from them is read above.
                     let gr = g.p + r * cols
-                    let scale = gradientScale / s
-                    var c = 0
-                    while c < cols {
-                        let n = min(16, cols - c)
-                        let e = vexp((n == 16 ? load16(xr + c) : loadPartial(xr + c, n)) - mx) * scale
-                        if n == 16 { store16(e, gr + c) } else { storePartial(e, gr + c, n) }
-                        c += 16
-                    }
+                    let s = expRow(xr, gr, cols, minus: bestValue)
+                    lossS.p[r] = bestValue + logf(s) - xt
+                    scaleRow(gr, cols, by: gradientScale / s)
                     gr[t] -= gradientScale
+                } else {
+                    var sum = F16()
+                    var c = 0
+                    while c + 16 <= cols { sum += vexp(load16(xr + c) - bestValue); c += 16 }
+                    var s = hsum(sum)
+                    while c < cols { s += expf(xr[c] - bestValue); c += 1 }
+                    lossS.p[r] = bestValue + logf(s) - xt
                 }
             }
         }
