@@ -172,11 +172,35 @@ enum Elementwise {
         }
     }
 
+    /// out (rows,cols) = bias broadcast over rows (+ residual when given): the C operand of a
+    /// GEMM run with beta = 1, so bias (and residual) cost no pass of their own and OpenBLAS
+    /// skips its beta = 0 zeroing pass.
+    static func broadcastRows(_ bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>,
+                              rows: Int, cols: Int) {
+        let bs = SharedPointer(bias), os = SharedPointer(out), rs = residual.map(SharedPointer.init)
+        Parallel.forEach(rows, chunk: rowChunk(cols)) { range in
+            for r in range {
+                let o = os.p + r * cols
+                if let rs {
+                    let x = rs.p + r * cols
+                    var c = 0
+                    while c + 16 <= cols { store16(load16(x + c) + load16(bs.p + c), o + c); c += 16 }
+                    while c < cols { o[c] = x[c] + bs.p[c]; c += 1 }
+                } else {
+                    o.update(from: bs.p, count: cols)
+                }
+            }
+        }
+    }
+
     /// y (n) += x (n).
     static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count n: Int) {
-        var i = 0
-        while i + 16 <= n { store16(load16(y + i) + load16(x + i), y + i); i += 16 }
-        while i < n { y[i] += x[i]; i += 1 }
+        let xs = SharedPointer(x), ys = SharedPointer(y)
+        Parallel.forEach(n, chunk: 1 << 16) { range in
+            var i = range.lowerBound
+            while i + 16 <= range.upperBound { store16(load16(ys.p + i) + load16(xs.p + i), ys.p + i); i += 16 }
+            while i < range.upperBound { ys.p[i] += xs.p[i]; i += 1 }
+        }
     }
 
     // MARK: dropout

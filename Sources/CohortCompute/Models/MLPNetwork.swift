@@ -85,11 +85,13 @@ final class MLPNetwork {
         for i in 0..<layers {
             let input = i == 0 ? x : UnsafePointer(a[i - 1])
             let fanIn = dims[i], out = dims[i + 1]
-            // z (B, out) = input (B, in) · Wᵀ (in, out)
+            // z (B, out) = b + input (B, in) · Wᵀ (in, out); a = f(z)
+            Elementwise.broadcastRows(P + biasOffsets[i], residual: nil, into: z[i], rows: B, cols: out)
             BLAS.gemm(transA: false, transB: true, m: B, n: out, k: fanIn,
-                      a: input, lda: fanIn, b: P + weightOffsets[i], ldb: fanIn, beta: 0, c: z[i], ldc: out)
-            Elementwise.biasActivation(i == layers - 1 ? nil : kind, z: z[i], a: a[i],
-                                       bias: P + biasOffsets[i], rows: B, cols: out)
+                      a: input, lda: fanIn, b: P + weightOffsets[i], ldb: fanIn, beta: 1, c: z[i], ldc: out)
+            if i < layers - 1 {
+                Elementwise.biasActivation(kind, z: z[i], a: a[i], bias: nil, rows: B, cols: out)
+            }
         }
         let logits = z[layers - 1]
         Softmax.crossEntropy(logits: logits, targets: labels, rows: B, cols: d.classes,

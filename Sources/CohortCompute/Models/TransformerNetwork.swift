@@ -156,35 +156,40 @@ final class TransformerNetwork {
         for l in 0..<L {
             let w = blocks[l], a = acts[l]
             LayerNorm.forward(x: x, gamma: P + w.ln1w, beta: P + w.ln1b, y: a.ln1, mean: a.mean1, rstd: a.rstd1, rows: N, cols: C)
-            // qkv (N, 3C) = ln1 (N, C) · W_qkvᵀ (C, 3C) + b
+            // qkv (N, 3C) = b + ln1 (N, C) · W_qkvᵀ (C, 3C)
+            Elementwise.broadcastRows(P + w.qkvb, residual: nil, into: a.qkv, rows: N, cols: 3 * C)
             BLAS.gemm(transA: false, transB: true, m: N, n: 3 * C, k: C, a: a.ln1, lda: C, b: P + w.qkvw, ldb: C,
-                      beta: 0, c: a.qkv, ldc: 3 * C)
-            Elementwise.biasActivation(nil, z: a.qkv, a: nil, bias: P + w.qkvb, rows: N, cols: 3 * C)
+                      beta: 1, c: a.qkv, ldc: 3 * C)
             Attention.forward(qkv: a.qkv, out: a.att, probs: a.probs, shape)
-            // tmp (N, C) = att · W_projᵀ; x1 = x + drop(tmp + b)
-            BLAS.gemm(transA: false, transB: true, m: N, n: C, k: C, a: a.att, lda: C, b: P + w.projw, ldb: C,
-                      beta: 0, c: tmp, ldc: C)
+            // x1 (N, C) = x + drop(att · W_projᵀ + b); without dropout the GEMM accumulates onto x + b.
             if drop {
+                BLAS.gemm(transA: false, transB: true, m: N, n: C, k: C, a: a.att, lda: C, b: P + w.projw, ldb: C,
+                          beta: 0, c: tmp, ldc: C)
                 Elementwise.biasActivation(nil, z: tmp, a: nil, bias: P + w.projb, rows: N, cols: C)
                 Elementwise.dropout(x: tmp, y: tmp, mask: a.maskA!, count: N * C, p: p, seed: seed, stream: UInt64(1 + 2 * l), indexOffset: indexOffset)
                 Elementwise.residualAdd(residual: x, x: tmp, bias: nil, mask: nil, out: a.x1, rows: N, cols: C)
             } else {
-                Elementwise.residualAdd(residual: x, x: tmp, bias: P + w.projb, mask: nil, out: a.x1, rows: N, cols: C)
+                Elementwise.broadcastRows(P + w.projb, residual: x, into: a.x1, rows: N, cols: C)
+                BLAS.gemm(transA: false, transB: true, m: N, n: C, k: C, a: a.att, lda: C, b: P + w.projw, ldb: C,
+                          beta: 1, c: a.x1, ldc: C)
             }
             LayerNorm.forward(x: a.x1, gamma: P + w.ln2w, beta: P + w.ln2b, y: a.ln2, mean: a.mean2, rstd: a.rstd2, rows: N, cols: C)
-            // fc (N, 4C) = ln2 · W_fcᵀ + b; gelu = GELU_tanh(fc)
+            // fc (N, 4C) = b + ln2 · W_fcᵀ; gelu = GELU_tanh(fc)
+            Elementwise.broadcastRows(P + w.fcb, residual: nil, into: a.fc, rows: N, cols: 4 * C)
             BLAS.gemm(transA: false, transB: true, m: N, n: 4 * C, k: C, a: a.ln2, lda: C, b: P + w.fcw, ldb: C,
-                      beta: 0, c: a.fc, ldc: 4 * C)
-            Elementwise.biasActivation(.gelu, z: a.fc, a: a.gelu, bias: P + w.fcb, rows: N, cols: 4 * C)
-            // tmp (N, C) = gelu (N, 4C) · W_2ᵀ (4C, C); x2 = x1 + drop(tmp + b)
-            BLAS.gemm(transA: false, transB: true, m: N, n: C, k: 4 * C, a: a.gelu, lda: 4 * C, b: P + w.fc2w, ldb: 4 * C,
-                      beta: 0, c: tmp, ldc: C)
+                      beta: 1, c: a.fc, ldc: 4 * C)
+            Elementwise.biasActivation(.gelu, z: a.fc, a: a.gelu, bias: nil, rows: N, cols: 4 * C)
+            // x2 (N, C) = x1 + drop(gelu (N, 4C) · W_2ᵀ (4C, C) + b)
             if drop {
+                BLAS.gemm(transA: false, transB: true, m: N, n: C, k: 4 * C, a: a.gelu, lda: 4 * C, b: P + w.fc2w, ldb: 4 * C,
+                          beta: 0, c: tmp, ldc: C)
                 Elementwise.biasActivation(nil, z: tmp, a: nil, bias: P + w.fc2b, rows: N, cols: C)
                 Elementwise.dropout(x: tmp, y: tmp, mask: a.maskM!, count: N * C, p: p, seed: seed, stream: UInt64(2 + 2 * l), indexOffset: indexOffset)
                 Elementwise.residualAdd(residual: a.x1, x: tmp, bias: nil, mask: nil, out: a.x2, rows: N, cols: C)
             } else {
-                Elementwise.residualAdd(residual: a.x1, x: tmp, bias: P + w.fc2b, mask: nil, out: a.x2, rows: N, cols: C)
+                Elementwise.broadcastRows(P + w.fc2b, residual: a.x1, into: a.x2, rows: N, cols: C)
+                BLAS.gemm(transA: false, transB: true, m: N, n: C, k: 4 * C, a: a.gelu, lda: 4 * C, b: P + w.fc2w, ldb: 4 * C,
+                          beta: 1, c: a.x2, ldc: C)
             }
             x = UnsafePointer(a.x2)
         }

@@ -80,13 +80,18 @@ public enum Optimizer: Sendable, Hashable, Codable {
         precondition(range.lowerBound >= 0 && range.upperBound <= n, "range \(range) outside 0..<\(n)")
         precondition(state.count >= stateSlots * n, "optimizer state holds \(state.count) floats, needs \(stateSlots * n)")
         guard !range.isEmpty, let p = parameters.baseAddress, let g = gradients.baseAddress else { return }
-        switch self {
-        case let .sgd(s):
-            Self.sgdStep(s, p: p, g: g, buf: state.baseAddress, range: range, lr: lr, scale: gradientScale)
-        case let .adamW(a):
-            precondition(t >= 1, "AdamW step number t counts from 1")
-            let s = state.baseAddress!
-            Self.adamWStep(a, p: p, g: g, m: s, v: s + n, range: range, lr: lr, t: t, scale: gradientScale)
+        precondition(t >= 1 || stateSlots < 2, "AdamW step number t counts from 1")
+        // Element-wise, so splitting the range across threads changes no result.
+        let ps = SharedPointer(p), gs = SharedPointer(g), ss = state.baseAddress.map(SharedPointer.init)
+        let base = range.lowerBound
+        Parallel.forEach(range.count, chunk: 1 << 16) { part in
+            let r = (base + part.lowerBound)..<(base + part.upperBound)
+            switch self {
+            case let .sgd(s):
+                Self.sgdStep(s, p: ps.p, g: gs.p, buf: ss?.p, range: r, lr: lr, scale: gradientScale)
+            case let .adamW(a):
+                Self.adamWStep(a, p: ps.p, g: gs.p, m: ss!.p, v: ss!.p + n, range: r, lr: lr, t: t, scale: gradientScale)
+            }
         }
     }
 
