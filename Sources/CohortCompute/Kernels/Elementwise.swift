@@ -41,6 +41,28 @@ enum Elementwise {
         }
     }
 
+    /// a (n) = GELU(z) and, written over z, GELU'(z): the backward then needs one multiply,
+    /// not a second exponential, and no extra buffer.
+    static func geluWithDerivative(z: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>, count n: Int) {
+        let zs = SharedPointer(z), asp = SharedPointer(a)
+        Parallel.forEach(n, chunk: rowChunkElements) { range in
+            // One SIMD4 (one SSE register) at a time keeps the polynomial out of memory.
+            var i = range.lowerBound
+            while i + 4 <= range.upperBound {
+                let (y, d) = GELU.valueAndDerivative(UnsafeRawPointer(zs.p + i).loadUnaligned(as: F4.self))
+                UnsafeMutableRawPointer(asp.p + i).storeBytes(of: y, as: F4.self)
+                UnsafeMutableRawPointer(zs.p + i).storeBytes(of: d, as: F4.self)
+                i += 4
+            }
+            if i < range.upperBound {
+                let k = range.upperBound - i
+                let v = loadPartial(zs.p + i, k)
+                let (y, d) = GELU.valueAndDerivative(v.lowHalf.lowHalf)
+                for j in 0..<k { asp.p[i + j] = y[j]; zs.p[i + j] = d[j] }
+            }
+        }
+    }
+
     // Loops generic over the activation type, so each is specialised with its function inlined
     // (closures passed down were not inlined, and the switch per vector cost 3×).
 
@@ -290,5 +312,12 @@ enum GELU: ActivationFunction {
         let u = c * (z + k * z2 * z)
         let s = 1 / (1 + vexp4(-2 * u))
         return s + 2 * z * s * (1 - s) * c * (1 + 3 * k * z2)
+    }
+
+    @inline(__always) static func valueAndDerivative(_ z: F4) -> (F4, F4) {
+        let z2 = z * z
+        let u = c * (z + k * z2 * z)
+        let s = 1 / (1 + vexp4(-2 * u))
+        return (z * s, s + 2 * z * s * (1 - s) * c * (1 + 3 * k * z2))
     }
 }

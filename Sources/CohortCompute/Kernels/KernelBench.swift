@@ -18,6 +18,13 @@ public enum KernelBench {
             time("gelu+bias fwd (N,4C)") {
                 Elementwise.biasActivation(.gelu, z: a.baseAddress, a: b.baseAddress, bias: g.baseAddress, rows: N, cols: 4 * C)
             },
+            time("gelu+derivative (N,4C)") {
+                Elementwise.geluWithDerivative(z: c.baseAddress, a: b.baseAddress, count: N * 4 * C)
+            },
+            time("same, 32×64K in cache") {
+                for _ in 0..<32 { Elementwise.geluWithDerivative(z: c.baseAddress, a: b.baseAddress, count: 1 << 16) }
+            },
+            time("copy (N,4C)") { c.baseAddress.update(from: a.baseAddress, count: N * 4 * C) },
             time("gelu bwd (N,4C)") {
                 Elementwise.activationBackward(.gelu, z: a.baseAddress, a: b.baseAddress, da: b.baseAddress, dz: c.baseAddress, count: N * 4 * C)
             },

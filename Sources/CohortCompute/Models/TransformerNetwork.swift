@@ -178,7 +178,11 @@ final class TransformerNetwork {
             Elementwise.broadcastRows(P + w.fcb, residual: nil, into: a.fc, rows: N, cols: 4 * C)
             BLAS.gemm(transA: false, transB: true, m: N, n: 4 * C, k: C, a: a.ln2, lda: C, b: P + w.fcw, ldb: C,
                       beta: 1, c: a.fc, ldc: 4 * C)
-            Elementwise.biasActivation(.gelu, z: a.fc, a: a.gelu, bias: nil, rows: N, cols: 4 * C)
+            if train {
+                Elementwise.geluWithDerivative(z: a.fc, a: a.gelu, count: N * 4 * C) // a.fc now holds GELU'(fc)
+            } else {
+                Elementwise.biasActivation(.gelu, z: a.fc, a: a.gelu, bias: nil, rows: N, cols: 4 * C)
+            }
             // x2 (N, C) = x1 + drop(gelu (N, 4C) · W_2ᵀ (4C, C) + b)
             if drop {
                 BLAS.gemm(transA: false, transB: true, m: N, n: C, k: 4 * C, a: a.gelu, lda: 4 * C, b: P + w.fc2w, ldb: 4 * C,
@@ -224,7 +228,7 @@ final class TransformerNetwork {
                       beta: 1, c: G + w.fc2w, ldc: 4 * C)
             BLAS.gemm(transA: false, transB: false, m: N, n: 4 * C, k: C, a: dbranch, lda: C, b: P + w.fc2w, ldb: 4 * C,
                       beta: 0, c: dfc, ldc: 4 * C)
-            Elementwise.activationBackward(.gelu, z: a.fc, a: a.gelu, da: dfc, dz: dfc, count: N * 4 * C)
+            Elementwise.multiply(dfc, a.fc, into: dfc, count: N * 4 * C) // a.fc holds GELU'(fc) from the forward
             Elementwise.columnSum(dfc, rows: N, cols: 4 * C, into: G + w.fcb)
             // dW_fc (4C, C) += dfcᵀ (4C, N) · ln2 (N, C); dln2 (N, C) = dfc (N, 4C) · W_fc (4C, C)
             BLAS.gemm(transA: true, transB: false, m: 4 * C, n: C, k: N, a: dfc, lda: 4 * C, b: a.ln2, ldb: C,
