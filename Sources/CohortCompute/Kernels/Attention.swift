@@ -97,25 +97,54 @@ enum Attention {
         }
     }
 
-    /// Softmax of row[0..<valid]; zeros in row[valid..<stored].
+    static let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
+    /// Softmax of row[0..<valid]; zeros in row[valid..<stored]. The ragged end of the causal row
+    /// is one masked vector (lanes past `valid` read as −∞) instead of a scalar tail.
     @inline(__always)
     static func causalSoftmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, stored: Int) {
-        let sum = Softmax.expRow(row, row, valid, minus: Softmax.rowMax(row, valid))
-        Softmax.scaleRow(row, valid, by: 1 / sum)
-        if stored > valid { (row + valid).update(repeating: 0, count: stored - valid) }
+        let full = valid & ~15
+        let padded = full == valid ? full : full + 16
+        guard padded <= stored else {
+            let sum = Softmax.expRow(row, row, valid, minus: Softmax.rowMax(row, valid))
+            Softmax.scaleRow(row, valid, by: 1 / sum)
+            if stored > valid { (row + valid).update(repeating: 0, count: stored - valid) }
+            return
+        }
+        let outside = lane .>= SIMD16<Int32>(repeating: Int32(valid - full))
+        var m = F16(repeating: -.infinity)
+        var c = 0
+        while c < full { m = vmax(m, load16(row + c)); c += 16 }
+        if padded > full { m = vmax(m, load16(row + full).replacing(with: -.infinity, where: outside)) }
+        let mx = hmax(m)
+        var acc = F16()
+        c = 0
+        while c < full { let e = vexp(load16(row + c) - mx); store16(e, row + c); acc += e; c += 16 }
+        if padded > full {
+            let e = vexp(load16(row + full) - mx).replacing(with: 0, where: outside)
+            store16(e, row + full); acc += e
+        }
+        let inv = 1 / hsum(acc)
+        c = 0
+        while c < padded { store16(load16(row + c) * inv, row + c); c += 16 }
+        if stored > padded { (row + padded).update(repeating: 0, count: stored - padded) }
     }
 
-    /// d[0..<valid] = p ⊙ (d − Σ p⊙d) · scale; zeros in d[valid..<stored].
+    /// d[0..<valid] = p ⊙ (d − Σ p⊙d) · scale; zeros in d[valid..<stored]. p is zero past `valid`
+    /// (see `causalSoftmaxRow`), so whole vectors up to the next multiple of 16 need no mask.
     @inline(__always)
     static func softmaxBackwardRow(_ p: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, valid: Int, stored: Int, scale: Float) {
+        let padded = min((valid + 15) & ~15, stored)
+        let full = padded & ~15
         var acc = F16()
         var c = 0
-        while c + 16 <= valid { acc += load16(p + c) * load16(d + c); c += 16 }
+        while c < full { acc += load16(p + c) * load16(d + c); c += 16 }
         var dot = hsum(acc)
         while c < valid { dot += p[c] * d[c]; c += 1 }
         c = 0
-        while c + 16 <= valid { store16(load16(p + c) * (load16(d + c) - dot) * scale, d + c); c += 16 }
+        while c < full { store16(load16(p + c) * (load16(d + c) - dot) * scale, d + c); c += 16 }
         while c < valid { d[c] = p[c] * (d[c] - dot) * scale; c += 1 }
-        if stored > valid { (d + valid).update(repeating: 0, count: stored - valid) }
+        let zeroFrom = max(c, valid)
+        if stored > zeroFrom { (d + zeroFrom).update(repeating: 0, count: stored - zeroFrom) }
     }
 }
