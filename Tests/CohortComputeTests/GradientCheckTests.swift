@@ -143,8 +143,10 @@ struct GradientCheckTests {
         })
     }
 
-    @Test func layerNorm() {
-        let (r, c) = (3, 21)
+    /// 21 columns: the separate column pass; 32: parameter gradients fused into the row pass.
+    @Test(arguments: [21, 32])
+    func layerNorm(cols c: Int) {
+        let r = 3
         let x = randomFloats(r * c, seed: 10, scale: 2, offset: 1) + randomFloats(c, seed: 11, scale: 0.3, offset: 1)
             + randomFloats(c, seed: 12, scale: 0.3)
         func fwd(_ x: [Float]) -> ([Float], [Float], [Float]) {
@@ -180,6 +182,18 @@ struct GradientCheckTests {
             var scratch = [Float](repeating: 0, count: probsCount)
             return apply(dy, count: x.count) { Attention.backward(qkv: x, probs: probs, dout: $0, dqkv: $1, scratch: &scratch, s) }
         })
+    }
+
+    @Test func geluWithDerivativeMatchesTheSeparateKernels() {
+        let x = randomFloats(37, seed: 18, scale: 2)
+        var z = x
+        var a = [Float](repeating: 0, count: x.count)
+        Elementwise.geluWithDerivative(z: &z, a: &a, count: x.count)
+        let y = apply(x, count: x.count) { Elementwise.activation(.gelu, x: $0, y: $1, count: x.count) }
+        var d = [Float](repeating: 0, count: x.count)
+        Elementwise.activationBackward(.gelu, z: x, a: y, da: [Float](repeating: 1, count: x.count), dz: &d, count: x.count)
+        #expect(worstError(a, y, atol: 1e-6, rtol: 1e-5) <= 1)
+        #expect(worstError(z, d, atol: 1e-6, rtol: 1e-5) <= 1)
     }
 
     @Test func dropout() {

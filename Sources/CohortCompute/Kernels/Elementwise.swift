@@ -225,6 +225,27 @@ enum Elementwise {
         }
     }
 
+    /// y (rows,cols) = a ⊙ b and colsum (cols) += Σ_r y[r]: the GELU backward and its bias
+    /// gradient in one pass when this thread runs serially (else two parallel passes).
+    static func multiplyAndColumnSum(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                                     rows: Int, cols: Int, columnSum out: UnsafeMutablePointer<Float>) {
+        guard Parallel.threads == 1, cols % 16 == 0 else {
+            multiply(a, b, into: y, count: rows * cols)
+            columnSum(y, rows: rows, cols: cols, into: out)
+            return
+        }
+        for r in 0..<rows {
+            let o = r * cols
+            var c = 0
+            while c < cols {
+                let v = load16(a + o + c) * load16(b + o + c)
+                store16(v, y + o + c)
+                store16(load16(out + c) + v, out + c)
+                c += 16
+            }
+        }
+    }
+
     // MARK: dropout
 
     /// mask (n) = 0 with probability p, else 1/(1−p), drawn from (seed, stream, index) so it does

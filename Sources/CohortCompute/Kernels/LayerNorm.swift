@@ -47,6 +47,10 @@ enum LayerNorm {
         let dys = SharedPointer(dy), dxs = SharedPointer(dx)
         let full = cols & ~15
         let invN = 1 / Float(cols)
+        // Serially (one thread, whole vectors) the parameter gradients ride along in the row pass;
+        // otherwise they get their own column-parallel pass below.
+        let fused = Parallel.threads == 1 && full == cols
+        let dgs = SharedPointer(dgamma), dbs = SharedPointer(dbeta)
         Parallel.forEach(rows, chunk: Elementwise.rowChunk(cols)) { range in
             for r in range {
                 let xr = xs.p + r * cols, dyr = dys.p + r * cols, dxr = dxs.p + r * cols
@@ -73,6 +77,11 @@ enum LayerNorm {
                     var v = (dxh - m1 - xh * m2) * rsd
                     if accumulate { v += load16(dxr + c) }
                     store16(v, dxr + c)
+                    if fused {
+                        let d = load16(dyr + c)
+                        store16(load16(dgs.p + c) + d * xh, dgs.p + c)
+                        store16(load16(dbs.p + c) + d, dbs.p + c)
+                    }
                     c += 16
                 }
                 while c < cols {
@@ -83,8 +92,8 @@ enum LayerNorm {
                 }
             }
         }
+        if fused { return }
         // Parameter gradients: columns in blocks across threads, rows summed in order.
-        let dgs = SharedPointer(dgamma), dbs = SharedPointer(dbeta)
         Parallel.forEach((cols + 15) / 16, chunk: 1) { range in
             for blk in range {
                 let c = blk * 16, n = min(16, cols - c)

@@ -228,8 +228,8 @@ final class TransformerNetwork {
                       beta: 1, c: G + w.fc2w, ldc: 4 * C)
             BLAS.gemm(transA: false, transB: false, m: N, n: 4 * C, k: C, a: dbranch, lda: C, b: P + w.fc2w, ldb: 4 * C,
                       beta: 0, c: dfc, ldc: 4 * C)
-            Elementwise.multiply(dfc, a.fc, into: dfc, count: N * 4 * C) // a.fc holds GELU'(fc) from the forward
-            Elementwise.columnSum(dfc, rows: N, cols: 4 * C, into: G + w.fcb)
+            // a.fc holds GELU'(fc) from the forward
+            Elementwise.multiplyAndColumnSum(dfc, a.fc, into: dfc, rows: N, cols: 4 * C, columnSum: G + w.fcb)
             // dW_fc (4C, C) += dfcᵀ (4C, N) · ln2 (N, C); dln2 (N, C) = dfc (N, 4C) · W_fc (4C, C)
             BLAS.gemm(transA: true, transB: false, m: 4 * C, n: C, k: N, a: dfc, lda: 4 * C, b: a.ln2, ldb: C,
                       beta: 1, c: G + w.fcw, ldc: C)
