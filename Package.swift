@@ -40,12 +40,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
+        .target(name: "CohortWorker", dependencies: ["CohortCompute", "CohortSpec"], swiftSettings: strict),
         .target(name: "CohortClient", dependencies: ["CohortWire", "CohortTransport"], swiftSettings: strict),
         .target(name: "CohortSpec", dependencies: [
             "CohortCompute", .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
         .executableTarget(name: "cohort", dependencies: [
-            "CohortWire", "CohortTransport", "CohortCompute", "CohortSpec", "CohortStore", "CohortCoordinator", "CohortClient",
+            "CohortWire", "CohortTransport", "CohortCompute", "CohortSpec", "CohortStore", "CohortCoordinator", "CohortClient", "CohortWorker",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),

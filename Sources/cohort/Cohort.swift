@@ -11,7 +11,7 @@ struct Cohort: AsyncParsableCommand {
             commands that researchers and operators use. See README.md and docs/.
             """,
         version: CohortVersion.string,
-        subcommands: [CoordinatorCommand.self, Submit.self, Jobs.self, Status.self, Cancel.self, Workers.self,
+        subcommands: [Train.self, CoordinatorCommand.self, Submit.self, Jobs.self, Status.self, Cancel.self, Workers.self,
                       Events.self, Admin.self, Keygen.self, Smoke.self])
 
     static func main() async {

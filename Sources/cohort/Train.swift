@@ -1,0 +1,63 @@
+import ArgumentParser
+import CohortCompute
+import CohortSpec
+import CohortWorker
+import Foundation
+import Logging
+
+/// `cohort train SPEC`: the compute core alone, in this process, on this machine's data.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a job spec locally in one process: try the compute core without a cluster.")
+
+    @Argument(help: "The job spec (YAML, docs/job-spec.md).") var spec: String
+    @Option(help: "Datasets directory. Env: COHORT_DATA_ROOT. Default: ~/.local/share/cohort/datasets.") var dataRoot: String?
+    @Option(help: "Compute threads (BLAS and element-wise). Default: all cores.") var threads: Int?
+    @Option(help: "Where checkpoints go. Default: ./checkpoints/NAME.") var out: String?
+    @Option(help: "Override training.steps.") var steps: Int?
+
+    func run() throws {
+        var job: JobSpec
+        do { job = try JobSpec.load(path: spec) } catch let e as SpecError { throw ValidationError(e.description) }
+        if let steps {
+            guard steps > 0 else { throw ValidationError("--steps must be positive, got \(steps)") }
+            job.training.steps = steps
+        }
+        let logger = Logger(label: "cohort.train")
+        let n = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        guard n >= 1 else { throw ValidationError("--threads must be at least 1, got \(n)") }
+        ComputeThreads.set(n)
+        logger.info("OpenBLAS", metadata: ["core": "\(ComputeThreads.openBLASCoreName)", "config": "\(ComputeThreads.openBLASConfig)",
+                                            "OPENBLAS_CORETYPE": "\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)")",
+                                            "threads": "\(n)"])
+        let root = DataRoot.resolve(explicit: dataRoot)
+        let directory = URL(fileURLWithPath: out ?? "checkpoints/\(job.name)")
+        let trainer: LocalTrainer
+        do {
+            trainer = try LocalTrainer(spec: job, dataRoot: root, checkpointDirectory: directory)
+        } catch let e as SpecError {
+            throw ValidationError(e.description)
+        }
+        print("training \(job.name): \(trainer.model.modelDescription.summary), \(trainer.model.parameterCount) parameters; "
+              + "\(trainer.train.count) training and \(trainer.test.count) test examples of `\(job.data.dataset)`")
+        let result = try trainer.run { p in
+            var line = String(format: "step %6d/%d  loss %.4f  lr %.2e  %8.0f samples/s", p.step, p.steps, p.loss, p.learningRate, p.samplesPerSecond)
+            if let e = p.evaluation { line += String(format: "  test loss %.4f  accuracy %.2f%%", e.meanLoss, 100 * e.accuracy) }
+            print(line)
+        }
+        print(String(format: "done in %.1f s (%.0f samples/s): test loss %.4f, accuracy %.2f%% on %d test %@",
+                     result.seconds, result.samplesPerSecond, result.evaluation.meanLoss, 100 * result.evaluation.accuracy,
+                     result.evaluation.count, trainer.train.vocabulary == nil ? "examples" : "characters"))
+        print("checkpoint: \(result.checkpoint.path)")
+    }
+}
+
+extension ModelDescription {
+    var summary: String {
+        switch self {
+        case let .mlp(m): return "MLP \(([m.inputs] + m.hidden + [m.classes]).map(String.init).joined(separator: "-")) \(m.activation.rawValue)"
+        case let .transformer(t):
+            return "transformer vocab \(t.vocabulary), context \(t.context), width \(t.width), \(t.layers) layers, \(t.heads) heads"
+        }
+    }
+}
