@@ -71,12 +71,20 @@ print("")
 // 1. submit throughput
 let spec = "name: bench\nmodel: {kind: mlp}\ndata: {dataset: digits}\ntraining: {steps: 10}\n"
 let submitStart = Date()
+var chunkStart = Date()
+var chunkRates: [String] = []
+let chunk = max(jobCount / 5, 1)
 for i in 0..<jobCount {
     _ = try client.submit(spec: spec, requestId: "bench-\(i)")
+    if (i + 1) % chunk == 0 {
+        chunkRates.append(String(format: "%.0f", Double(chunk) / Date().timeIntervalSince(chunkStart)))
+        chunkStart = Date()
+    }
 }
 let submitSeconds = Date().timeIntervalSince(submitStart)
 print(String(format: "submit:  %d jobs in %.2f s = %.0f jobs/s (each acknowledged after its transaction is durable)",
              jobCount, submitSeconds, Double(jobCount) / submitSeconds))
+print("         jobs/s per fifth of the run: \(chunkRates.joined(separator: ", "))")
 
 // 2. status latency with jobCount jobs in the database
 var latencies: [Double] = []
