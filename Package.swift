@@ -36,7 +36,7 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
         .target(name: "CohortCoordinator", dependencies: [
-            "CohortWire", "CohortTransport", "CohortStore",
+            "CohortWire", "CohortTransport", "CohortStore", "CohortCompute",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),

@@ -1,3 +1,4 @@
+import CohortCompute
 import CohortStore
 import CohortTransport
 import CohortWire
@@ -12,9 +13,12 @@ extension CoordinatorLoop {
             return refuseMalformed(socket, identity, .invalidValue(field: "envelope.type", reason: "is \(message.type), not an api request"))
         }
         stats.requests.add(1, ordering: .relaxed)
-        let principal = frames[1].property("User-Id") ?? "anonymous"
+        let caller = caller(of: frames[1])
+        if let denial = Access.denial(caller, request.method, on: .api) {
+            return deny(socket, identity, request, caller, denial)
+        }
         do {
-            try answer(socket, identity, request, principal: principal)
+            try answer(socket, identity, request, caller: caller)
         } catch let error as StoreError {
             let status: ApiReply.Status = switch error {
             case .notFound: .notFound
@@ -29,7 +33,16 @@ extension CoordinatorLoop {
         }
     }
 
-    private func answer(_ socket: Socket, _ identity: [UInt8], _ request: ApiRequest, principal: String) throws {
+    private func answer(_ socket: Socket, _ identity: [UInt8], _ request: ApiRequest, caller: Caller) throws {
+        let principal = caller.name
+        /// Researchers see and cancel only their own jobs.
+        func ownJob(_ id: Job.ID) throws -> Bool {
+            guard caller.role == .researcher else { return true }
+            let job = try store.job(id)
+            if job.owner == principal { return true }
+            deny(socket, identity, request, caller, "job \(id) belongs to \(job.owner); researchers see and cancel only their own jobs")
+            return false
+        }
         func body<T: Decodable>(_ type: T.Type) throws -> T {
             try JSONDecoder().decode(T.self, from: Data(request.body.isEmpty ? Array("{}".utf8) : request.body))
         }
@@ -70,15 +83,18 @@ extension CoordinatorLoop {
                 state = s
             }
             let names = try store.assignedWorkerNames()
-            let jobs = try store.jobs(state: state, limit: min(max(query.limit ?? 1000, 1), 10_000))
+            var jobs = try store.jobs(state: state, limit: min(max(query.limit ?? 1000, 1), 10_000))
+            if caller.role == .researcher { jobs = jobs.filter { $0.owner == principal } }
             reply(socket, identity, request, JobsReply(jobs: jobs.map { JobView($0, workers: names[$0.id] ?? []) }))
         case ApiMethod.status:
             let id = try body(JobRequest.self).job
+            guard try ownJob(id) else { return }
             let job = try view(id)
             let events = try store.latestEvents(job: id, count: 20).map(EventView.init)
             reply(socket, identity, request, StatusReply(job: job, events: events))
         case ApiMethod.cancel:
             let id = try body(JobRequest.self).job
+            guard try ownJob(id) else { return }
             try store.transition(id, to: .cancelled, reason: "cancelled by \(principal)", actor: principal)
             logger.info("job cancelled", metadata: ["job.id": "\(id)", "by": "\(principal)"])
             workersChanged = true // its workers are free for others
@@ -88,16 +104,63 @@ extension CoordinatorLoop {
             reply(socket, identity, request, WorkersReply(workers: try store.workers().map(WorkerView.init)))
         case ApiMethod.events:
             let query = try body(EventsRequest.self)
-            let events = try store.events(job: query.job, afterId: query.after ?? 0, limit: min(max(query.limit ?? 1000, 1), 10_000))
+            if let job = query.job { guard try ownJob(job) else { return } }
+            var events = try store.events(job: query.job, afterId: query.after ?? 0, limit: min(max(query.limit ?? 1000, 1), 10_000))
+            if caller.role == .researcher && query.job == nil { events = events.filter { $0.actor == principal } }
             reply(socket, identity, request, EventsReply(events: events.map(EventView.init)))
+        case ApiMethod.enroll:
+            let enroll = try body(EnrollRequest.self)
+            guard case let .enrollee(key) = caller else { return fail(socket, identity, request, .conflict, "this key is already enrolled") }
+            if let name = enroll.name, name.isEmpty || name.count > 64 || name.contains(where: { $0.isWhitespace }) {
+                return fail(socket, identity, request, .badRequest, "name must be 1 to 64 characters without spaces")
+            }
+            let p = try store.redeem(secretHash: Self.hash(enroll.secret), publicKey: key, name: enroll.name)
+            principalCache[key] = nil
+            logger.notice("enrolled", metadata: ["principal": "\(p.name)", "role": "\(p.role.rawValue)", "institution": "\(p.institution)"])
+            reply(socket, identity, request, PrincipalView(p))
+        case ApiMethod.token:
+            let t = try body(TokenRequest.self)
+            guard let role = Principal.Role(rawValue: t.role), role != .admin else {
+                return fail(socket, identity, request, .badRequest, "role must be worker, researcher or operator, got `\(t.role)`")
+            }
+            guard !t.institution.isEmpty, t.institution.count <= 64, !t.institution.contains(where: { $0.isWhitespace || $0 == "," }) else {
+                return fail(socket, identity, request, .badRequest, "institution must be 1 to 64 characters without spaces or commas")
+            }
+            guard t.ttlSeconds > 0, t.ttlSeconds <= 30 * 86_400 else {
+                return fail(socket, identity, request, .badRequest, "ttl must be more than 0 and at most 30 days")
+            }
+            var secret = [UInt8](repeating: 0, count: 32)
+            var rng = SystemRandomNumberGenerator() // getrandom(2) on Linux
+            for i in secret.indices { secret[i] = UInt8.random(in: 0...255, using: &rng) }
+            let secretHex = secret.map { String(format: "%02x", $0) }.joined()
+            let expires = Date().addingTimeInterval(t.ttlSeconds)
+            try store.createToken(secretHash: Self.hash(secretHex), institution: t.institution, role: role, expiresAt: expires, createdBy: principal)
+            let token = JoinToken(address: settings.address.description, publicKey: publicKey?.z85 ?? "", institution: t.institution,
+                                  role: role.rawValue, expiresAt: expires.timeIntervalSince1970, secret: secretHex)
+            reply(socket, identity, request, TokenReply(token: token.text, expiresAt: expires.timeIntervalSince1970))
+        case ApiMethod.revoke:
+            let name = try body(RevokeRequest.self).principal
+            let p = try store.revoke(name, actor: principal)
+            principalCache = [:]
+            logger.notice("revoked", metadata: ["principal": "\(name)", "by": "\(principal)"])
+            reply(socket, identity, request, PrincipalView(p))
+        case ApiMethod.principals:
+            reply(socket, identity, request, PrincipalsReply(principals: try store.principals().map(PrincipalView.init)))
         default:
             fail(socket, identity, request, .badRequest,
-                 "unknown method `\(request.method)`; this coordinator knows: hello, submit, jobs, status, cancel, workers, events")
+                 "unknown method `\(request.method)`; this coordinator knows: hello, submit, jobs, status, cancel, workers, events, enroll, token, revoke, principals")
         }
     }
 
     func view(_ id: Job.ID) throws -> JobView {
         JobView(try store.job(id), workers: try store.assignedWorkerNames(of: id))
+    }
+
+    /// Join-token secrets are kept only as their SHA-256.
+    static func hash(_ secret: String) -> String {
+        var h = SHA256()
+        h.update(Array(secret.utf8))
+        return SHA256.hex(h.finish())
     }
 
     static func describe(_ error: DecodingError) -> String {

@@ -8,20 +8,31 @@ extension CoordinatorLoop {
         let identity = frames[0].bytes
         let message: Message
         do { message = try decode(frames) } catch { return refuseMalformed(socket, identity, error) }
+        let caller = caller(of: frames[1])
+        var method = "heartbeat"
+        if case let .apiRequest(r) = message { method = r.method }
+        if let denial = Access.denial(caller, method, on: .control) {
+            if case let .apiRequest(r) = message { return deny(socket, identity, r, caller, denial) }
+            return deny(socket, identity, nil, caller, denial)
+        }
         switch message {
         case let .apiRequest(request) where request.method == ApiMethod.register:
             let r: RegisterRequest
             do { r = try JSONDecoder().decode(RegisterRequest.self, from: Data(request.body)) } catch {
                 return fail(socket, identity, request, .badRequest, "register: the body is not a RegisterRequest")
             }
-            guard !r.name.isEmpty, r.name.count <= 128, !r.institution.isEmpty, r.cores > 0, r.memoryBytes >= 0 else {
-                return fail(socket, identity, request, .badRequest, "register: name and institution must be non-empty, cores positive")
+            guard !r.name.isEmpty, r.name.count <= 128, r.cores > 0, r.memoryBytes >= 0 else {
+                return fail(socket, identity, request, .badRequest, "register: name must be non-empty, cores positive")
             }
-            let worker = try store.register(WorkerRegistration(name: r.name, institution: r.institution, cores: r.cores,
+            // The institution is the one the worker's key was enrolled under, never what it claims.
+            // Likewise its name: one worker record per enrolled key, so no key can take over another's.
+            var institution = r.institution, name = r.name
+            if case let .principal(p) = caller { institution = p.institution; name = p.name }
+            let worker = try store.register(WorkerRegistration(name: name, institution: institution, cores: r.cores,
                                                                memoryBytes: r.memoryBytes, accelerators: r.accelerators))
             workerByIdentity[identity] = worker.id
             lastSeen[worker.id] = Date()
-            logger.info("worker registered", metadata: ["worker.id": "\(worker.id)", "worker.name": "\(r.name)"])
+            logger.info("worker registered", metadata: ["worker.id": "\(worker.id)", "worker.name": "\(name)"])
             reply(socket, identity, request, RegisterReply(workerId: worker.id,
                                                            heartbeatIntervalMs: Int(settings.registry.heartbeatInterval * 1000)))
             workersChanged = true

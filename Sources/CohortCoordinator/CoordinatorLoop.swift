@@ -12,6 +12,8 @@ public final class CoordinatorStats: Sendable {
     public let heartbeats = Atomic<Int>(0)
     /// Connections libzmq dropped in the handshake: garbage bytes, wrong protocol, refused keys.
     public let droppedConnections = Atomic<Int>(0)
+    /// Requests refused because the caller's role does not allow them (or its key was revoked).
+    public let denied = Atomic<Int>(0)
     public init() {}
 }
 
@@ -33,6 +35,8 @@ final class CoordinatorLoop {
     var tallies: [ConnectionTally] = []
     /// Control-socket routing identity → worker, learned at registration.
     var workerByIdentity: [[UInt8]: Worker.ID] = [:]
+    /// User-Id (CURVE key) → who it is; dropped on enrolment and revocation.
+    var principalCache: [String: Caller] = [:]
     /// Heartbeats are kept here and written to the database once per tick, so a thousand
     /// workers cost one transaction a tick, not a thousand fsyncs a second.
     var lastSeen: [Worker.ID: Date] = [:]
@@ -56,7 +60,8 @@ final class CoordinatorLoop {
             logger.warning("CURVE is off (--plaintext): anyone who can reach these ports can read and send everything")
         } else {
             let keys = try Self.loadOrCreateKey(settings.keyPath, logger: logger)
-            let handler = try ZAPHandler(context: context, authenticator: AdmitKnownCurveKeys())
+            try Self.bootstrapAdmin(settings, store: store, logger: logger)
+            let handler = try ZAPHandler(context: context, authenticator: StoreAuthenticator(store: store))
             for socket in [api, control, data] { try socket.makeCurveServer(keys: keys, zap: handler) }
             zap = handler
             publicKey = keys.publicKey
@@ -73,6 +78,22 @@ final class CoordinatorLoop {
         try data.bind(settings.dataEndpoint)
         // Workers known from before a restart get a full liveness window to heartbeat again.
         for w in try store.workers() where w.state == .idle || w.state == .busy { lastSeen[w.id] = startedAt }
+    }
+
+    /// On first start: the first admin's key pair at DATA_DIR/admin.key (0600), registered as
+    /// principal `admin`. Only the path is printed; the secret never leaves the file.
+    static func bootstrapAdmin(_ settings: CoordinatorSettings, store: Store, logger: Logger) throws {
+        guard try !store.principals().contains(where: { $0.role == .admin && $0.revokedAt == nil }) else { return }
+        let path = settings.dataDirectory + "/admin.key"
+        let keys = FileManager.default.fileExists(atPath: path) ? try CurveKeyPair.load(from: path) : try {
+            let k = try CurveKeyPair.generate()
+            try k.save(to: path)
+            return k
+        }()
+        if try store.principal(publicKey: keys.publicKey.z85) == nil {
+            try store.addPrincipal(name: "admin", institution: "coordinator", role: .admin, publicKey: keys.publicKey.z85, actor: "coordinator")
+        }
+        logger.notice("first admin key written; use it with `cohort --key PATH …` on this host", metadata: ["path": "\(path)"])
     }
 
     static func loadOrCreateKey(_ path: String, logger: Logger) throws -> CurveKeyPair {
@@ -135,6 +156,42 @@ final class CoordinatorLoop {
         }
     }
 
+    // MARK: - Callers
+
+    /// Who sent `frame`: from its User-Id (the CURVE key) and the current database, so that an
+    /// enrolment or a revocation applies to connections that are already open.
+    func caller(of frame: InboundFrame) -> Caller {
+        guard !settings.plaintext else { return .plaintext }
+        guard let key = frame.property("User-Id") else { return .enrollee(publicKey: "?") }
+        if let cached = principalCache[key] { return cached }
+        let caller: Caller
+        if let p = try? store.principal(publicKey: key) {
+            caller = p.revokedAt == nil ? .principal(p) : .revoked(p)
+        } else {
+            caller = .enrollee(publicKey: key)
+        }
+        principalCache[key] = caller
+        return caller
+    }
+
+    /// Refuses a request the caller may not make: counted, answered, and (for known principals,
+    /// not strangers, who must not be able to grow the database) recorded as an event.
+    func deny(_ socket: Socket, _ identity: [UInt8], _ request: ApiRequest?, _ caller: Caller, _ text: String) {
+        stats.denied.add(1, ordering: .relaxed)
+        switch caller {
+        case .principal, .revoked:
+            try? store.recordEvent(actor: caller.name, kind: "access.denied", detail: request?.method ?? "message")
+        default:
+            break
+        }
+        logger.info("request denied", metadata: ["caller": "\(caller.name)", "method": "\(request?.method ?? "-")"])
+        if let request {
+            fail(socket, identity, request, caller.role == nil ? .unauthorized : .forbidden, text)
+        } else {
+            send(socket, to: identity, .error(ErrorMessage(code: .forbidden, message: text)))
+        }
+    }
+
     // MARK: - Replies
 
     func decode(_ frames: [InboundFrame]) throws(WireError) -> Message {
@@ -168,11 +225,3 @@ final class CoordinatorLoop {
     }
 }
 
-/// Until the security issue's key table lands: every CURVE key is admitted, and named by its
-/// first characters so that each client has a stable principal.
-struct AdmitKnownCurveKeys: Authenticator {
-    func authenticate(_ request: ZAPRequest) -> ZAPDecision {
-        guard request.mechanism == "CURVE", let key = request.publicKey else { return .reject(reason: "CURVE required") }
-        return .accept(userId: "key:" + key.z85.prefix(10), metadata: ["Role": "admin"])
-    }
-}

@@ -25,3 +25,10 @@ extension EventView {
         self.init(id: e.id, at: e.at.timeIntervalSince1970, actor: e.actor, kind: e.kind, job: e.jobId, worker: e.workerId, detail: e.detail)
     }
 }
+
+extension PrincipalView {
+    init(_ p: Principal) {
+        self.init(name: p.name, institution: p.institution, role: p.role.rawValue, publicKey: p.publicKey,
+                  createdAt: p.createdAt.timeIntervalSince1970, revokedAt: p.revokedAt?.timeIntervalSince1970)
+    }
+}

@@ -84,6 +84,30 @@ enum Schema {
                 CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
                 """)
         }
+        m.registerMigration("v2: principals and join tokens") { db in
+            try db.execute(sql: """
+                CREATE TABLE principals (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    institution TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('admin','researcher','operator','worker')),
+                    public_key TEXT NOT NULL UNIQUE,
+                    created_at REAL NOT NULL,
+                    revoked_at REAL
+                );
+                CREATE TABLE join_tokens (
+                    id INTEGER PRIMARY KEY,
+                    secret_hash TEXT NOT NULL UNIQUE,
+                    institution TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('researcher','operator','worker')),
+                    created_by TEXT NOT NULL,
+                    created_at REAL NOT NULL,
+                    expires_at REAL NOT NULL,
+                    used_at REAL,
+                    used_by INTEGER REFERENCES principals(id)
+                );
+                """)
+        }
         return m
     }
 }
