@@ -39,11 +39,11 @@ defer {
     if CommandLine.arguments.contains("--keep-log") { print("coordinator log: \(logPath)") } else { try? FileManager.default.removeItem(atPath: logPath) }
 }
 
-// Wait for the key and a hello.
-let userKeys = try CurveKeyPair.generate()
+// Wait for the keys and a hello; the benchmark acts as the first admin.
 var client: Client?
 for _ in 0..<200 {
     if let key = try? CurveKeyPair.loadPublicKey(from: dataDir + "/coordinator.key.pub"),
+       let userKeys = try? CurveKeyPair.load(from: dataDir + "/admin.key"),
        let c = try? Client(address: CoordinatorAddress(host: "127.0.0.1", port: port), credentials: .curve(keys: userKeys, serverKey: key)),
        (try? c.hello()) != nil {
         client = c
@@ -100,12 +100,24 @@ print(String(format: "status:  p50 %.3f ms, p99 %.3f ms over %d calls with %d jo
              percentile(latencies, 0.5), percentile(latencies, 0.99), statusSamples, jobCount))
 
 // 3. CPU share while workerCount simulated workers heartbeat once a second
-let context = try Context(ioThreads: 1, maxSockets: workerCount + 64)
+let context = try Context(ioThreads: 1, maxSockets: 2 * workerCount + 64)
 var workers: [Socket] = []
+let enrolStart = Date()
+var workerKeys: [CurveKeyPair] = []
+for i in 0..<workerCount { // each worker enrols with its own single-use token, as sites do
+    let token = try JoinToken(text: try client.call(ApiMethod.token, TokenRequest(institution: "inst-\(i % 10)", role: "worker", ttlSeconds: 600),
+                                                   as: TokenReply.self).token)
+    let keys = try CurveKeyPair.generate()
+    let enrollee = try Client(address: CoordinatorAddress(host: "127.0.0.1", port: port), credentials: .curve(keys: keys, serverKey: serverKey),
+                              context: context)
+    _ = try enrollee.call(ApiMethod.enroll, EnrollRequest(secret: token.secret, name: "sim-\(i)"), as: PrincipalView.self)
+    workerKeys.append(keys)
+}
+print(String(format: "enrol:   %d workers enrolled with join tokens in %.1f s", workerCount, Date().timeIntervalSince(enrolStart)))
 for i in 0..<workerCount {
     let s = try Socket(context, .dealer)
     try s.setLinger(milliseconds: 0)
-    try s.makeCurveClient(keys: try CurveKeyPair.generate(), serverKey: serverKey)
+    try s.makeCurveClient(keys: workerKeys[i], serverKey: serverKey)
     try s.connect(CoordinatorAddress(host: "127.0.0.1", port: port).endpoints.control)
     let request = try ApiRequest(requestId: 1, method: ApiMethod.register,
                                  json: RegisterRequest(name: "sim-\(i)", institution: "inst-\(i % 10)", cores: 8, memoryBytes: 16 << 30))

@@ -24,36 +24,41 @@ struct ClientOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON for scripts instead of a table (docs/cli.md).")
     var json = false
 
+    var keyPath: String {
+        key ?? ProcessInfo.processInfo.environment["COHORT_KEY"] ?? (NSHomeDirectory() + "/.config/cohort/key")
+    }
+
     func address() throws -> CoordinatorAddress {
-        let text = coordinator ?? ProcessInfo.processInfo.environment[CoordinatorAddress.environmentVariable] ?? "127.0.0.1"
+        let text = coordinator ?? ProcessInfo.processInfo.environment[CoordinatorAddress.environmentVariable]
+            ?? Pinned.load(for: keyPath)?.address ?? "127.0.0.1"
         do { return try CoordinatorAddress(parsing: text) } catch { throw ValidationError(error.description) }
     }
 
-    func makeClient() throws -> Client {
+    /// The coordinator's public key: --server-key, COHORT_SERVER_KEY, the key pinned beside our
+    /// key file at enrolment, or (on the coordinator's host) coordinator.key.pub beside admin.key.
+    func serverPublicKey() throws -> CurveKey {
         let env = ProcessInfo.processInfo.environment
+        if let text = serverKey ?? env["COHORT_SERVER_KEY"] {
+            if let k = try? CurveKey(z85: text) { return k }
+            do { return try CurveKeyPair.loadPublicKey(from: text) } catch {
+                throw ValidationError("--server-key \(text): neither a Z85 key nor a readable key file (\(error))")
+            }
+        }
+        if let pinned = Pinned.load(for: keyPath), let k = try? CurveKey(z85: pinned.publicKey) { return k }
+        let sibling = URL(fileURLWithPath: keyPath).deletingLastPathComponent().appendingPathComponent("coordinator.key.pub").path
+        if let k = try? CurveKeyPair.loadPublicKey(from: sibling) { return k }
+        throw ValidationError("the coordinator's public key is unknown: enrol with `cohort enroll --join TOKEN`, or pass --server-key (Z85 text or the coordinator's DATA_DIR/coordinator.key.pub)")
+    }
+
+    func makeClient() throws -> Client {
         let credentials: Credentials
         if plaintext {
             credentials = .plaintext
         } else {
-            guard let serverText = serverKey ?? env["COHORT_SERVER_KEY"] else {
-                throw ValidationError("the coordinator's public key is needed: pass --server-key (Z85 text, or the coordinator's DATA_DIR/coordinator.key.pub) or set COHORT_SERVER_KEY")
+            guard FileManager.default.fileExists(atPath: keyPath) else {
+                throw ValidationError("no key at \(keyPath): enrol one with `cohort enroll --join TOKEN --key \(keyPath)` (or, on the coordinator's host, pass --key DATA_DIR/admin.key)")
             }
-            let server: CurveKey
-            if let k = try? CurveKey(z85: serverText) { server = k } else {
-                do { server = try CurveKeyPair.loadPublicKey(from: serverText) } catch {
-                    throw ValidationError("--server-key \(serverText): neither a Z85 key nor a readable key file (\(error))")
-                }
-            }
-            let path = key ?? env["COHORT_KEY"] ?? (NSHomeDirectory() + "/.config/cohort/key")
-            let keys: CurveKeyPair
-            if FileManager.default.fileExists(atPath: path) {
-                keys = try CurveKeyPair.load(from: path)
-            } else {
-                keys = try CurveKeyPair.generate()
-                try keys.save(to: path)
-                FileHandle.standardError.write(Data("created your key pair at \(path)\n".utf8))
-            }
-            credentials = .curve(keys: keys, serverKey: server)
+            credentials = .curve(keys: try CurveKeyPair.load(from: keyPath), serverKey: try serverPublicKey())
         }
         return try Client(address: try address(), credentials: credentials, timeout: timeout)
     }
@@ -71,5 +76,29 @@ struct ClientOptions: ParsableArguments {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+}
+
+/// What `cohort enroll` pins beside a key file (`KEY.coordinator`): where the coordinator is and
+/// its public key, so later commands need neither flag.
+struct Pinned {
+    var address: String
+    var publicKey: String
+
+    static func path(for keyPath: String) -> String { keyPath + ".coordinator" }
+
+    static func load(for keyPath: String) -> Pinned? {
+        guard let text = try? String(contentsOfFile: path(for: keyPath), encoding: .utf8) else { return nil }
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon].trimmingCharacters(in: .whitespaces)] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        guard let a = fields["address"], let k = fields["public-key"] else { return nil }
+        return Pinned(address: a, publicKey: k)
+    }
+
+    func save(for keyPath: String) throws {
+        try "address: \(address)\npublic-key: \(publicKey)\n".write(toFile: Self.path(for: keyPath), atomically: true, encoding: .utf8)
     }
 }

@@ -12,7 +12,7 @@ struct Cohort: AsyncParsableCommand {
             """,
         version: CohortVersion.string,
         subcommands: [Train.self, CoordinatorCommand.self, Submit.self, Jobs.self, Status.self, Cancel.self, Workers.self,
-                      Events.self, Admin.self, Keygen.self, Smoke.self])
+                      Events.self, Enroll.self, Admin.self, Keygen.self, Smoke.self])
 
     static func main() async {
         LoggingSystem.bootstrap { label in

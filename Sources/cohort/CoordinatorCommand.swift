@@ -79,7 +79,7 @@ extension CoordinatorAddress {
 
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Administer a coordinator on its own host.",
-                                                    subcommands: [Backup.self])
+                                                    subcommands: [Token.self, Revoke.self, Principals.self, Backup.self])
 
     struct Backup: ParsableCommand {
         static let configuration = CommandConfiguration(

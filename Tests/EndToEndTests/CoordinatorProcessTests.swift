@@ -25,8 +25,10 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     }
 
     var address: String { "127.0.0.1:\(port)" }
+    /// The CLI as the first admin on the coordinator's host: `--key DATA_DIR/admin.key`, the
+    /// coordinator's public key found beside it.
     var environment: [String: String] {
-        ["COHORT_COORDINATOR": address, "COHORT_SERVER_KEY": dataDir + "/coordinator.key.pub", "COHORT_KEY": dataDir + "/user.key"]
+        ["COHORT_COORDINATOR": address, "COHORT_KEY": dataDir + "/admin.key"]
     }
 
     /// Waits until the coordinator has written its key and answers `hello`.
@@ -47,11 +49,7 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     }
 
     func userKeys() throws -> CurveKeyPair {
-        let path = dataDir + "/user.key"
-        if let k = try? CurveKeyPair.load(from: path) { return k }
-        let k = try CurveKeyPair.generate()
-        try k.save(to: path)
-        return k
+        try CurveKeyPair.load(from: dataDir + "/admin.key")
     }
 
     func cli(_ arguments: [String]) async throws -> ProcessOutput {
@@ -103,6 +101,27 @@ struct CoordinatorProcessTests {
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("training.steps"))
         #expect(bad.stderr.contains("model"))
+
+        // A researcher enrols with a join token from the CLI and works without any key flags.
+        let token = try await c.cli(["admin", "token", "--institution", "pku", "--role", "researcher", "--ttl", "1h"])
+        #expect(token.status == 0, "\(token.stderr)")
+        let aliceKey = c.dataDir + "/alice/key"
+        let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", aliceKey, "--name", "alice"],
+                                           environment: [:], timeout: 30)
+        #expect(enrolled.stdout.contains("enrolled as alice: researcher at pku"), "\(enrolled.stderr)")
+        let reuse = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", c.dataDir + "/mallory/key"],
+                                         environment: [:], timeout: 30)
+        #expect(reuse.status == 4 && reuse.stderr.contains("already used"))
+        try digitsSpec.replacingOccurrences(of: "NAME", with: "alices").write(toFile: specPath, atomically: true, encoding: .utf8)
+        let asAlice = ["COHORT_KEY": aliceKey, "COHORT_COORDINATOR": ""]
+        let mine = try await runProcess(try cohortBinary(), ["submit", "--json", specPath], environment: asAlice.filter { !$0.value.isEmpty }, timeout: 30)
+        #expect(mine.status == 0, "\(mine.stderr)")
+        let others = try await runProcess(try cohortBinary(), ["cancel", "1", "--key", aliceKey], environment: [:], timeout: 30)
+        #expect(others.status == 6 && others.stderr.contains("belongs to admin"))
+        let revoke = try await c.cli(["admin", "revoke", "alice"])
+        #expect(revoke.stdout.contains("revoked alice"))
+        let refused = try await runProcess(try cohortBinary(), ["jobs", "--key", aliceKey], environment: [:], timeout: 30)
+        #expect(refused.status != 0)
 
         let events = try await c.cli(["events", "1"])
         #expect(events.stdout.contains("job.cancelled"))
