@@ -1,0 +1,173 @@
+import CohortWire
+
+/// How a flat buffer of `parameterCount` elements is cut into shards of `shardElements`.
+public struct ShardLayout: Sendable, Hashable {
+    public let parameterCount: Int
+    public let shardElements: Int
+
+    public init(parameterCount: Int, shardElements: Int) {
+        precondition(parameterCount > 0 && shardElements > 0, "a layout needs elements and a shard size")
+        self.parameterCount = parameterCount
+        self.shardElements = shardElements
+    }
+
+    public var shardCount: Int { (parameterCount + shardElements - 1) / shardElements }
+
+    public func range(_ shard: Int) -> Range<Int> {
+        let start = shard * shardElements
+        return start..<min(start + shardElements, parameterCount)
+    }
+}
+
+/// Why a contribution was refused. A refused contribution is never applied.
+public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
+    case wrongJob(got: UInt64, expected: UInt64)
+    case staleStep(got: UInt64, expected: UInt64)
+    case notAMember(String)
+    case duplicate(member: String, shard: Int)
+    case wrongLayout(String)
+    case wrongEncoding(got: ShardEncoding)
+    case wrongKind(ShardKind)
+    case nonFinite(shard: Int, index: Int)
+    case noSamples
+
+    public var description: String {
+        switch self {
+        case let .wrongJob(got, expected): return "shard for job \(got) sent to job \(expected)'s step"
+        case let .staleStep(got, expected): return "shard for step \(got), but step \(expected) is in progress"
+        case let .notAMember(m): return "\(m) is not a member of this step"
+        case let .duplicate(m, shard): return "\(m) already sent shard \(shard) of this step"
+        case let .wrongLayout(what): return "shard does not match the job's layout: \(what)"
+        case let .wrongEncoding(got): return "shard encoded as \(got), which this job does not use"
+        case let .wrongKind(kind): return "a \(kind) shard where a gradient was expected"
+        case let .nonFinite(shard, index): return "shard \(shard) holds NaN or infinity at element \(index)"
+        case .noSamples: return "a contribution of 0 samples"
+        }
+    }
+}
+
+/// One job's synchronous step on the coordinator: fuses each member's gradient shard into an
+/// fp32 accumulator as it lands, weighting member i by n_i/Σn, and says when shard k is complete
+/// so the optimizer can update parameter shard k and send it out while later shards still
+/// arrive. The first contribution of a shard is parked (its frame kept, nothing copied); the
+/// second is fused with it in one pass; the last with the 1/Σn scale in the same pass.
+/// Owned by one thread (the data loop); not `Sendable`.
+public final class StepAggregator {
+    public enum Outcome: Equatable {
+        case parked
+        case fused
+        /// Every member's shard k is in: `gradient(shard:)` holds the weighted mean.
+        case complete(shard: Int)
+    }
+
+    public let job: UInt64
+    public let layout: ShardLayout
+    public let encoding: ShardEncoding
+    public private(set) var step: UInt64 = 0
+    public private(set) var members: Set<String> = []
+    private let accumulator: UnsafeMutableBufferPointer<Float>
+    private var shards: [ShardState]
+
+    private struct ShardState {
+        var arrived: Set<String> = []
+        var weight: Double = 0
+        var parked: (owner: AnyObject, payload: Payload, weight: Float)?
+        var complete = false
+    }
+
+    public init(job: UInt64, layout: ShardLayout, encoding: ShardEncoding) {
+        self.job = job
+        self.layout = layout
+        self.encoding = encoding
+        accumulator = .allocate(capacity: layout.parameterCount)
+        accumulator.initialize(repeating: 0)
+        shards = Array(repeating: ShardState(), count: layout.shardCount)
+    }
+
+    deinit { accumulator.deallocate() }
+
+    /// Starts `step` with these members; anything left of the previous step is dropped.
+    public func begin(step: UInt64, members: Set<String>) {
+        self.step = step
+        self.members = members
+        for i in shards.indices { shards[i] = ShardState() }
+    }
+
+    /// Checks one contribution and, if it is sound, fuses it. `payload` must stay valid while
+    /// `owner` is alive; a parked contribution keeps `owner` until it is fused.
+    public func contribute(from member: String, header h: ShardHeader, payload: UnsafeRawBufferPointer,
+                           owner: AnyObject) -> Result<Outcome, Rejection> {
+        guard h.job == job else { return .failure(.wrongJob(got: h.job, expected: job)) }
+        guard h.step == step else { return .failure(.staleStep(got: h.step, expected: step)) }
+        guard h.kind == .gradient else { return .failure(.wrongKind(h.kind)) }
+        guard members.contains(member) else { return .failure(.notAMember(member)) }
+        guard h.encoding == encoding else { return .failure(.wrongEncoding(got: h.encoding)) }
+        let k = Int(h.shard)
+        guard Int(h.shardCount) == layout.shardCount, k < layout.shardCount else {
+            return .failure(.wrongLayout("\(h.shardCount) shards, expected \(layout.shardCount)"))
+        }
+        let range = layout.range(k)
+        guard Int(h.elementOffset) == range.lowerBound, Int(h.elementCount) == range.count else {
+            return .failure(.wrongLayout("shard \(k) covers \(h.elementOffset)+\(h.elementCount), expected \(range.lowerBound)+\(range.count)"))
+        }
+        guard payload.count == encoding.payloadBytes(elements: range.count), let base = payload.baseAddress else {
+            return .failure(.wrongLayout("payload of \(payload.count) bytes for \(range.count) elements"))
+        }
+        guard h.sampleCount > 0 else { return .failure(.noSamples) }
+        guard !shards[k].arrived.contains(member), !shards[k].complete else { return .failure(.duplicate(member: member, shard: k)) }
+        let x = Payload(base: base, encoding: encoding == .bf16 ? .bf16 : .fp32)
+        if let bad = Fusion.firstNonFinite(x, count: range.count) { return .failure(.nonFinite(shard: k, index: bad)) }
+
+        let w = Float(h.sampleCount)
+        shards[k].arrived.insert(member)
+        shards[k].weight += Double(h.sampleCount)
+        let last = shards[k].arrived.count == members.count
+        let acc = accumulator.baseAddress! + range.lowerBound
+        let scale = last ? Float(1 / shards[k].weight) : 1
+        if shards[k].arrived.count == 1 {
+            if last {
+                Fusion.single(acc, x, w * scale, count: range.count)
+            } else {
+                shards[k].parked = (owner, x, w)
+                return .success(.parked)
+            }
+        } else if let parked = shards[k].parked {
+            Fusion.firstTwo(acc, parked.payload, parked.weight * scale, x, w * scale, count: range.count)
+            shards[k].parked = nil
+        } else {
+            Fusion.add(acc, x, w, scale: scale, count: range.count)
+        }
+        if last {
+            shards[k].complete = true
+            return .success(.complete(shard: k))
+        }
+        return .success(.fused)
+    }
+
+    /// At the step's deadline: completes shard k with the contributions that arrived, weighted
+    /// among themselves. False when nobody sent it (the step cannot complete).
+    public func close(shard k: Int) -> Bool {
+        if shards[k].complete { return true }
+        guard !shards[k].arrived.isEmpty else { return false }
+        let range = layout.range(k)
+        let acc = accumulator.baseAddress! + range.lowerBound
+        if let parked = shards[k].parked {
+            Fusion.single(acc, parked.payload, 1, count: range.count)
+            shards[k].parked = nil
+        } else {
+            Fusion.scale(acc, Float(1 / shards[k].weight), count: range.count)
+        }
+        shards[k].complete = true
+        return true
+    }
+
+    public func isComplete(shard k: Int) -> Bool { shards[k].complete }
+
+    /// Members whose shard k arrived.
+    public func arrived(shard k: Int) -> Set<String> { shards[k].arrived }
+
+    /// The weighted mean gradient of shard k (valid once complete, until the next `begin`).
+    public func gradient(shard k: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(rebasing: UnsafeBufferPointer(accumulator)[layout.range(k)])
+    }
+}

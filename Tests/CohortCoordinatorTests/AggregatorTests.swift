@@ -1,0 +1,133 @@
+import Testing
+import TestSupport
+@testable import CohortCoordinator
+import CohortWire
+
+/// A contribution as the data socket would deliver it: header plus payload bytes.
+final class Frame {
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+}
+
+struct AggregatorTests {
+    let layout = ShardLayout(parameterCount: 10_007, shardElements: 1024) // a short last shard
+
+    func header(_ layout: ShardLayout, shard k: Int, step: UInt64 = 7, samples: UInt32, encoding: ShardEncoding = .fp32) -> ShardHeader {
+        let r = layout.range(k)
+        return ShardHeader(job: 1, step: step, kind: .gradient, encoding: encoding, shard: UInt32(k), shardCount: UInt32(layout.shardCount),
+                           elementOffset: UInt64(r.lowerBound), elementCount: UInt32(r.count), sampleCount: samples)
+    }
+
+    func bytes(_ values: ArraySlice<Float>, _ encoding: ShardEncoding) -> [UInt8] {
+        switch encoding {
+        case .fp32: return values.withUnsafeBytes { Array($0) }
+        default:
+            var out: [UInt8] = []
+            for v in values { let b = BFloat16.encode(v); out += [UInt8(b & 0xFF), UInt8(b >> 8)] }
+            return out
+        }
+    }
+
+    @Test(arguments: [ShardEncoding.fp32, .bf16], [1, 2, 3, 5])
+    func theResultIsTheSampleWeightedMeanWhateverTheArrivalOrder(encoding: ShardEncoding, memberCount: Int) {
+        var rng = SeededGenerator(seed: UInt64(memberCount))
+        let names = (0..<memberCount).map { "w\($0)" }
+        let samples = names.map { _ in UInt32.random(in: 1...64, using: &rng) }
+        let grads = names.map { _ in (0..<layout.parameterCount).map { _ in Float.random(in: -1...1, using: &rng) } }
+        // What the aggregator sees for bf16: the values after rounding to bf16.
+        let seen = grads.map { g in encoding == .bf16 ? g.map { Float(bitPattern: UInt32(BFloat16.encode($0)) << 16) } : g }
+        let total = Double(samples.reduce(0, +))
+        let expected = (0..<layout.parameterCount).map { i in
+            (0..<memberCount).reduce(0.0) { $0 + Double(seen[$1][i]) * Double(samples[$1]) } / total
+        }
+
+        let agg = StepAggregator(job: 1, layout: layout, encoding: encoding)
+        agg.begin(step: 7, members: Set(names))
+        var arrivals = [(Int, Int)]()
+        for m in 0..<memberCount { for k in 0..<layout.shardCount { arrivals.append((m, k)) } }
+        arrivals.shuffle(using: &rng)
+        var completed = 0
+        for (m, k) in arrivals {
+            let frame = Frame(bytes(grads[m][layout.range(k)], encoding))
+            let outcome = frame.bytes.withUnsafeBytes {
+                agg.contribute(from: names[m], header: header(layout, shard: k, samples: samples[m], encoding: encoding), payload: $0, owner: frame)
+            }
+            if case .success(.complete) = outcome { completed += 1 }
+            if case let .failure(r) = outcome { Issue.record("refused: \(r)") }
+        }
+        #expect(completed == layout.shardCount)
+        var worst = 0.0
+        for k in 0..<layout.shardCount {
+            let g = agg.gradient(shard: k)
+            for (j, i) in layout.range(k).enumerated() { worst = max(worst, abs(Double(g[j]) - expected[i])) }
+        }
+        #expect(worst < 1e-6, "max error \(worst)")
+    }
+
+    @Test func badContributionsAreRefusedAndNeverTouchTheResult() {
+        let small = ShardLayout(parameterCount: 40, shardElements: 16)
+        let agg = StepAggregator(job: 1, layout: small, encoding: .fp32)
+        agg.begin(step: 3, members: ["a", "b"])
+        let ones = Frame(bytes(ArraySlice(repeating: 1, count: 16), .fp32))
+        func send(_ member: String, _ h: ShardHeader, _ f: Frame) -> Result<StepAggregator.Outcome, Rejection> {
+            f.bytes.withUnsafeBytes { agg.contribute(from: member, header: h, payload: $0, owner: f) }
+        }
+        #expect(send("a", header(small, shard: 0, step: 2, samples: 1), ones) == .failure(.staleStep(got: 2, expected: 3)))
+        #expect(send("mallory", header(small, shard: 0, step: 3, samples: 1), ones) == .failure(.notAMember("mallory")))
+        #expect(send("a", header(small, shard: 0, step: 3, samples: 0), ones) == .failure(.noSamples))
+        var wrongEncoding = header(small, shard: 0, step: 3, samples: 1)
+        wrongEncoding.encoding = .bf16
+        #expect(send("a", wrongEncoding, ones) == .failure(.wrongEncoding(got: .bf16)))
+        var wrongKind = header(small, shard: 0, step: 3, samples: 1)
+        wrongKind.kind = .parameters
+        #expect(send("a", wrongKind, ones) == .failure(.wrongKind(.parameters)))
+        if case .failure(.wrongLayout) = send("a", header(small, shard: 0, step: 3, samples: 1), Frame([0, 0, 0, 0])) {} else {
+            Issue.record("a short payload must be refused")
+        }
+        var shifted = header(small, shard: 1, step: 3, samples: 1)
+        shifted.elementOffset = 3
+        if case .failure(.wrongLayout) = send("a", shifted, ones) {} else { Issue.record("a shifted shard must be refused") }
+        var poisoned = Array(repeating: Float(1), count: 16)
+        poisoned[9] = .nan
+        #expect(send("b", header(small, shard: 0, step: 3, samples: 1), Frame(bytes(poisoned[...], .fp32))) == .failure(.nonFinite(shard: 0, index: 9)))
+        poisoned[9] = .infinity
+        #expect(send("b", header(small, shard: 0, step: 3, samples: 1), Frame(bytes(poisoned[...], .fp32))) == .failure(.nonFinite(shard: 0, index: 9)))
+
+        // The sound contributions still give the exact mean.
+        #expect(send("a", header(small, shard: 0, step: 3, samples: 1), ones) == .success(.parked))
+        #expect(send("a", header(small, shard: 0, step: 3, samples: 1), ones) == .failure(.duplicate(member: "a", shard: 0)))
+        let threes = Frame(bytes(ArraySlice(repeating: 3, count: 16), .fp32))
+        #expect(send("b", header(small, shard: 0, step: 3, samples: 3), threes) == .success(.complete(shard: 0)))
+        #expect(Array(agg.gradient(shard: 0)) == Array(repeating: 2.5, count: 16)) // (1·1 + 3·3) / 4
+        #expect(send("b", header(small, shard: 0, step: 3, samples: 3), threes) == .failure(.duplicate(member: "b", shard: 0)))
+    }
+
+    @Test func atTheDeadlineAShardCompletesWithTheContributionsThatArrived() {
+        let small = ShardLayout(parameterCount: 20, shardElements: 20)
+        let agg = StepAggregator(job: 1, layout: small, encoding: .fp32)
+        agg.begin(step: 1, members: ["a", "b", "c"])
+        #expect(!agg.close(shard: 0), "nobody sent it: it cannot complete")
+        let twos = Frame(bytes(ArraySlice(repeating: 2, count: 20), .fp32))
+        _ = twos.bytes.withUnsafeBytes { agg.contribute(from: "a", header: header(small, shard: 0, step: 1, samples: 5), payload: $0, owner: twos) }
+        #expect(agg.close(shard: 0))
+        #expect(Array(agg.gradient(shard: 0)) == Array(repeating: 2, count: 20), "one arrival: its own values, weight 1")
+
+        agg.begin(step: 2, members: ["a", "b", "c"])
+        let sixes = Frame(bytes(ArraySlice(repeating: 6, count: 20), .fp32))
+        for (m, f, n) in [("a", twos, UInt32(1)), ("b", sixes, UInt32(3))] {
+            _ = f.bytes.withUnsafeBytes { agg.contribute(from: m, header: header(small, shard: 0, step: 2, samples: n), payload: $0, owner: f) }
+        }
+        #expect(agg.close(shard: 0))
+        #expect(Array(agg.gradient(shard: 0)) == Array(repeating: 5, count: 20), "(2·1 + 6·3) / 4 among those that arrived")
+        #expect(agg.arrived(shard: 0) == ["a", "b"])
+    }
+
+    @Test func bf16RoundsToNearestEven() {
+        #expect(BFloat16.encode(1.0) == 0x3F80)
+        #expect(BFloat16.encode(Float(bitPattern: 0x3F80_8000)) == 0x3F80) // tie → even
+        #expect(BFloat16.encode(Float(bitPattern: 0x3F81_8000)) == 0x3F82) // tie → even (up)
+        #expect(BFloat16.encode(Float(bitPattern: 0x3F80_8001)) == 0x3F81)
+        #expect(BFloat16.encode(-2.5) == 0xC020)
+        #expect(BFloat16.encode(.nan) & 0x7FC0 == 0x7FC0)
+    }
+}
