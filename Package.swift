@@ -36,11 +36,14 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
         .target(name: "CohortCoordinator", dependencies: [
-            "CohortWire", "CohortTransport", "CohortStore", "CohortCompute",
+            "CohortWire", "CohortTransport", "CohortStore", "CohortCompute", "CohortSpec",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
-        .target(name: "CohortWorker", dependencies: ["CohortCompute", "CohortSpec"], swiftSettings: strict),
+        .target(name: "CohortWorker", dependencies: [
+            "CohortCompute", "CohortSpec", "CohortWire", "CohortTransport",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
         .target(name: "CohortClient", dependencies: ["CohortWire", "CohortTransport"], swiftSettings: strict),
         .target(name: "CohortSpec", dependencies: [
             "CohortCompute", .product(name: "Yams", package: "Yams"),

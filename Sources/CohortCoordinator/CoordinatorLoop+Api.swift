@@ -96,6 +96,7 @@ extension CoordinatorLoop {
             let id = try body(JobRequest.self).job
             guard try ownJob(id) else { return }
             try store.transition(id, to: .cancelled, reason: "cancelled by \(principal)", actor: principal)
+            endRun(id, reason: "cancelled by \(principal)")
             logger.info("job cancelled", metadata: ["job.id": "\(id)", "by": "\(principal)"])
             workersChanged = true // its workers are free for others
             schedule(now: Date())

@@ -11,6 +11,7 @@ extension CoordinatorLoop {
         let caller = caller(of: frames[1])
         var method = "heartbeat"
         if case let .apiRequest(r) = message { method = r.method }
+        if case let .notice(n) = message { method = n.kind }
         if let denial = Access.denial(caller, method, on: .control) {
             if case let .apiRequest(r) = message { return deny(socket, identity, r, caller, denial) }
             return deny(socket, identity, nil, caller, denial)
@@ -31,6 +32,7 @@ extension CoordinatorLoop {
             let worker = try store.register(WorkerRegistration(name: name, institution: institution, cores: r.cores,
                                                                memoryBytes: r.memoryBytes, accelerators: r.accelerators))
             workerByIdentity[identity] = worker.id
+            controlIdentity[name] = identity
             lastSeen[worker.id] = Date()
             logger.info("worker registered", metadata: ["worker.id": "\(worker.id)", "worker.name": "\(name)"])
             reply(socket, identity, request, RegisterReply(workerId: worker.id,
@@ -44,6 +46,8 @@ extension CoordinatorLoop {
             lastSeen[id] = Date()
             dirtyHeartbeats.insert(id)
             send(socket, to: identity, .heartbeat(beat)) // echoed so the worker can measure the round trip
+        case let .notice(notice):
+            try handleTrainingNotice(notice, from: caller.name)
         case let .apiRequest(request):
             fail(socket, identity, request, .badRequest, "unknown control method `\(request.method)`")
         default:
@@ -83,9 +87,12 @@ extension CoordinatorLoop {
         guard job.state == .running else { return }
         let remaining = try store.assignments(of: id).count
         if remaining < job.minWorkers {
+            endRun(id, reason: "lost \(worker.name); waiting for workers")
             try store.transition(id, to: .waiting,
                                  reason: "lost \(worker.name) at \(Scheduler.clock(now)); needs \(job.minWorkers) workers, has \(remaining)",
                                  actor: "registry", at: now)
+        } else {
+            memberLost(id)
         }
     }
 
@@ -118,6 +125,7 @@ extension CoordinatorLoop {
             try store.start(plan.placements.map { ($0.job, $0.workers) }, at: now)
             for p in plan.placements {
                 logger.info("job placed", metadata: ["job.id": "\(p.job)", "workers": "\(p.workers.count)"])
+                startRun(p.job)
             }
             var changedReasons: [(Job.ID, String?)] = []
             for job in jobs {

@@ -14,6 +14,8 @@ public final class CoordinatorStats: Sendable {
     public let droppedConnections = Atomic<Int>(0)
     /// Requests refused because the caller's role does not allow them (or its key was revoked).
     public let denied = Atomic<Int>(0)
+    /// Gradient shards refused (stale, duplicate, wrong size or encoding, NaN/Inf): never applied.
+    public let rejectedShards = Atomic<Int>(0)
     public init() {}
 }
 
@@ -37,6 +39,15 @@ final class CoordinatorLoop {
     var workerByIdentity: [[UInt8]: Worker.ID] = [:]
     /// User-Id (CURVE key) → who it is; dropped on enrolment and revocation.
     var principalCache: [String: Caller] = [:]
+    /// Worker name → its control connection's routing identity.
+    var controlIdentity: [String: [UInt8]] = [:]
+    /// Running jobs' runs, and the training state of jobs between runs.
+    var runs: [Job.ID: JobRun] = [:]
+    var suspended: [Job.ID: JobRun.TrainingState] = [:]
+    var rejectionLogged: Set<String> = []
+    var lastProgressWrite: [Job.ID: Int] = [:]
+    var lastProgressAt = Date()
+    let keepCheckpoints = 3
     /// Heartbeats are kept here and written to the database once per tick, so a thousand
     /// workers cost one transaction a tick, not a thousand fsyncs a second.
     var lastSeen: [Worker.ID: Date] = [:]
@@ -78,6 +89,12 @@ final class CoordinatorLoop {
         try data.bind(settings.dataEndpoint)
         // Workers known from before a restart get a full liveness window to heartbeat again.
         for w in try store.workers() where w.state == .idle || w.state == .busy { lastSeen[w.id] = startedAt }
+        // A job that was running lost its run with the old process: it waits for its workers to
+        // come back, and continues from its last checkpoint when placed again.
+        for job in try store.jobs(state: .running, limit: 100_000) {
+            try store.transition(job.id, to: .waiting, reason: "the coordinator restarted; resuming from the last checkpoint when workers return",
+                                 actor: "coordinator")
+        }
     }
 
     /// On first start: the first admin's key pair at DATA_DIR/admin.key (0600), registered as
@@ -109,6 +126,7 @@ final class CoordinatorLoop {
         let poller = Poller()
         let apiIndex = poller.add(api)
         let controlIndex = poller.add(control)
+        let dataIndex = poller.add(data)
         let monitorIndices = monitors.map { poller.add($0.monitor.socket) }
         var nextTick = Date()
         while !shouldStop() {
@@ -116,6 +134,7 @@ final class CoordinatorLoop {
             let ready = (try? poller.poll(timeoutMilliseconds: min(wait, 100))) ?? []
             if ready.contains(apiIndex) { drain(api, handleApi) }
             if ready.contains(controlIndex) { drain(control, handleControl) }
+            if ready.contains(dataIndex) { drain(data, handleData, limit: 4096) }
             for (i, index) in monitorIndices.enumerated() where ready.contains(index) { drainMonitor(i) }
             if Date() >= nextTick {
                 tick(now: Date())

@@ -126,3 +126,43 @@ extension Store {
                    stateTimes: times, step: row["step"], totalSteps: row["total_steps"])
     }
 }
+
+extension Store {
+    /// Records named metrics of a step (test loss, accuracy, samples/s) in one transaction.
+    public func recordMetrics(job: Job.ID, step: Int, _ values: [String: Double], at now: Date = Date()) throws(StoreError) {
+        try write { db in
+            for (name, value) in values {
+                try db.execute(sql: "INSERT OR REPLACE INTO metrics (job_id, step, name, value, at) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [job, step, name, value, now.timeIntervalSince1970])
+            }
+        }
+    }
+
+    /// The latest value of each metric of a job.
+    public func latestMetrics(job: Job.ID) throws(StoreError) -> [String: (step: Int, value: Double)] {
+        try read { db in
+            var out: [String: (step: Int, value: Double)] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT name, step, value FROM metrics WHERE job_id = ? ORDER BY step", arguments: [job]) {
+                out[row["name"]] = (row["step"], row["value"])
+            }
+            return out
+        }
+    }
+
+    /// Records a checkpoint file that is already durable on disk, with its event.
+    public func recordCheckpoint(job: Job.ID, step: Int, path: String, bytes: Int, at now: Date = Date()) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "INSERT INTO checkpoints (job_id, step, path, bytes, created_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [job, step, path, bytes, now.timeIntervalSince1970])
+            try Self.appendEvent(db, at: now, actor: "coordinator", kind: "checkpoint.written", job: job, detail: "step \(step): \(path)")
+        }
+    }
+
+    /// The newest checkpoint of a job, if any.
+    public func latestCheckpoint(job: Job.ID) throws(StoreError) -> (step: Int, path: String)? {
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT step, path FROM checkpoints WHERE job_id = ? ORDER BY step DESC, id DESC LIMIT 1", arguments: [job])
+                .map { ($0["step"], $0["path"]) }
+        }
+    }
+}

@@ -248,3 +248,108 @@ public struct RegisterReply: Sendable, Hashable, Codable {
         self.heartbeatIntervalMs = heartbeatIntervalMs
     }
 }
+
+// MARK: - Training notices (workers issue)
+
+/// The kinds of `Notice` and their bodies.
+public enum NoticeKind {
+    /// coordinator → worker (control): take a job. Body `Assignment`.
+    public static let assign = "assign"
+    /// worker → coordinator (control): the job's data and model are loaded. Body `Ready`.
+    public static let ready = "ready"
+    /// worker → coordinator (data): binds this data connection to the sender. Body `Attach`.
+    public static let attach = "attach"
+    /// worker → coordinator (control): test metrics after a step. Body `Metrics`.
+    public static let metrics = "metrics"
+    /// worker → coordinator (control): training loss of its slice. Body `Progress`.
+    public static let progress = "progress"
+    /// coordinator → worker (control): drop the job. Body `Release`.
+    public static let release = "release"
+}
+
+public enum TrainingNotice {
+    public struct Assignment: Sendable, Hashable, Codable {
+        public var job: Int64
+        public var spec: String
+        public var rank: Int
+        public var worldSize: Int
+        public var shardElements: Int
+        public var encoding: String
+        public init(job: Int64, spec: String, rank: Int, worldSize: Int, shardElements: Int, encoding: String) {
+            self.job = job
+            self.spec = spec
+            self.rank = rank
+            self.worldSize = worldSize
+            self.shardElements = shardElements
+            self.encoding = encoding
+        }
+    }
+
+    public struct Ready: Sendable, Hashable, Codable {
+        public var job: Int64
+        /// The model the worker built from the spec and its dataset, as JSON.
+        public var model: String
+        public var parameterCount: Int
+        public var trainExamples: Int
+        public var contentHash: String?
+        public init(job: Int64, model: String, parameterCount: Int, trainExamples: Int, contentHash: String?) {
+            self.job = job
+            self.model = model
+            self.parameterCount = parameterCount
+            self.trainExamples = trainExamples
+            self.contentHash = contentHash
+        }
+    }
+
+    public struct Attach: Sendable, Hashable, Codable {
+        public var job: Int64
+        public init(job: Int64) { self.job = job }
+    }
+
+    public struct Metrics: Sendable, Hashable, Codable {
+        public var job: Int64
+        public var step: Int
+        public var lossSum: Double
+        public var correct: Int
+        public var count: Int
+        public init(job: Int64, step: Int, lossSum: Double, correct: Int, count: Int) {
+            self.job = job
+            self.step = step
+            self.lossSum = lossSum
+            self.correct = correct
+            self.count = count
+        }
+    }
+
+    public struct Progress: Sendable, Hashable, Codable {
+        public var job: Int64
+        public var step: Int
+        public var loss: Double
+        public var samples: Int
+        public init(job: Int64, step: Int, loss: Double, samples: Int) {
+            self.job = job
+            self.step = step
+            self.loss = loss
+            self.samples = samples
+        }
+    }
+
+    public struct Release: Sendable, Hashable, Codable {
+        public var job: Int64
+        public var reason: String
+        public init(job: Int64, reason: String) {
+            self.job = job
+            self.reason = reason
+        }
+    }
+}
+
+extension Notice {
+    public init(kind: String, json value: some Encodable) throws {
+        self.init(kind: kind, body: Array(try JSONEncoder().encode(value)))
+    }
+
+    public func decodeBody<T: Decodable>(as type: T.Type) throws -> T {
+        try JSONDecoder().decode(T.self, from: Data(body))
+    }
+}

@@ -17,6 +17,9 @@ extension Message {
         case let .heartbeat(h):
             w.u64(h.sequence)
             w.u64(h.sentAtNanos)
+        case let .notice(n):
+            w.string(n.kind)
+            w.blob(n.body)
         case let .shard(s):
             w.u64(s.job)
             w.u64(s.step)
@@ -63,6 +66,9 @@ extension Message {
         case .heartbeat:
             message = .heartbeat(Heartbeat(sequence: try r.u64("heartbeat.sequence"),
                                            sentAtNanos: try r.u64("heartbeat.sentAtNanos")))
+        case .notice:
+            let kind = try r.string("notice.kind")
+            message = .notice(Notice(kind: kind, body: try r.blob("notice.body", limit: limits.maxBodyBytes)))
         case .shard:
             message = .shard(try decodeShard(&r, limits: limits))
         case .error:

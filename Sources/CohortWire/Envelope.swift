@@ -26,6 +26,7 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     case apiRequest = 0x0101
     case apiReply = 0x0102
     case heartbeat = 0x0201
+    case notice = 0x0202
     case shard = 0x0301
     case error = 0x0401
 

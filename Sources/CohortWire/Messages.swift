@@ -48,6 +48,19 @@ public struct Heartbeat: Sendable, Hashable {
     }
 }
 
+/// A one-way message on the control (or data) endpoint: the coordinator telling a worker to take
+/// or drop a job, a worker saying it is ready or reporting metrics. `kind` names it; the body is
+/// JSON whose shape belongs to the kind (docs/protocol.md lists them).
+public struct Notice: Sendable, Hashable {
+    public var kind: String
+    public var body: [UInt8]
+
+    public init(kind: String, body: [UInt8] = []) {
+        self.kind = kind
+        self.body = body
+    }
+}
+
 /// How a shard's elements are laid out in its payload frame.
 public enum ShardEncoding: UInt8, Sendable, CaseIterable {
     case fp32 = 0
@@ -139,6 +152,7 @@ public enum Message: Sendable, Hashable {
     case apiRequest(ApiRequest)
     case apiReply(ApiReply)
     case heartbeat(Heartbeat)
+    case notice(Notice)
     case shard(ShardHeader)
     case error(ErrorMessage)
 
@@ -147,6 +161,7 @@ public enum Message: Sendable, Hashable {
         case .apiRequest: return .apiRequest
         case .apiReply: return .apiReply
         case .heartbeat: return .heartbeat
+        case .notice: return .notice
         case .shard: return .shard
         case .error: return .error
         }

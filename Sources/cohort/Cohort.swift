@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 
 @main
@@ -11,7 +12,7 @@ struct Cohort: AsyncParsableCommand {
             commands that researchers and operators use. See README.md and docs/.
             """,
         version: CohortVersion.string,
-        subcommands: [Train.self, CoordinatorCommand.self, Submit.self, Jobs.self, Status.self, Cancel.self, Workers.self,
+        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, Submit.self, Jobs.self, Status.self, Cancel.self, Workers.self,
                       Events.self, Enroll.self, Admin.self, Keygen.self, Smoke.self])
 
     static func main() async {
@@ -35,4 +36,10 @@ struct Cohort: AsyncParsableCommand {
 
 enum CohortVersion {
     static let string = "0.1.0"
+}
+
+/// Writes a line to standard output at once (print() is block-buffered into a pipe or file,
+/// so progress lines would arrive late).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

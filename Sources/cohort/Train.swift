@@ -38,17 +38,17 @@ struct Train: ParsableCommand {
         } catch let e as SpecError {
             throw ValidationError(e.description)
         }
-        print("training \(job.name): \(trainer.model.modelDescription.summary), \(trainer.model.parameterCount) parameters; "
+        say("training \(job.name): \(trainer.model.modelDescription.summary), \(trainer.model.parameterCount) parameters; "
               + "\(trainer.train.count) training and \(trainer.test.count) test examples of `\(job.data.dataset)`")
         let result = try trainer.run { p in
             var line = String(format: "step %6d/%d  loss %.4f  lr %.2e  %8.0f samples/s", p.step, p.steps, p.loss, p.learningRate, p.samplesPerSecond)
             if let e = p.evaluation { line += String(format: "  test loss %.4f  accuracy %.2f%%", e.meanLoss, 100 * e.accuracy) }
-            print(line)
+            say(line)
         }
-        print(String(format: "done in %.1f s (%.0f samples/s): test loss %.4f, accuracy %.2f%% on %d test %@",
+        say(String(format: "done in %.1f s (%.0f samples/s): test loss %.4f, accuracy %.2f%% on %d test %@",
                      result.seconds, result.samplesPerSecond, result.evaluation.meanLoss, 100 * result.evaluation.accuracy,
                      result.evaluation.count, trainer.train.vocabulary == nil ? "examples" : "characters"))
-        print("checkpoint: \(result.checkpoint.path)")
+        say("checkpoint: \(result.checkpoint.path)")
     }
 }
 

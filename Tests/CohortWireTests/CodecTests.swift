@@ -9,6 +9,7 @@ struct CodecTests {
         .apiReply(ApiReply(requestId: 42, status: .ok, body: Array("{}".utf8))),
         .apiReply(ApiReply(requestId: .max, status: .forbidden, body: [])),
         .heartbeat(Heartbeat(sequence: 7, sentAtNanos: 123_456_789)),
+        .notice(Notice(kind: "assign", body: Array("{\"job\":3}".utf8))),
         .shard(ShardHeader(job: 3, step: 99, kind: .gradient, encoding: .fp32, shard: 2, shardCount: 5,
                            elementOffset: 524_288, elementCount: 262_144, sampleCount: 64)),
         .shard(ShardHeader(job: 1, step: 0, kind: .parameters, encoding: .bf16, shard: 0, shardCount: 1,

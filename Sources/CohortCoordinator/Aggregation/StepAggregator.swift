@@ -166,6 +166,9 @@ public final class StepAggregator {
     /// Members whose shard k arrived.
     public func arrived(shard k: Int) -> Set<String> { shards[k].arrived }
 
+    /// The whole accumulator, indexed like the parameters (shard k's part is valid once complete).
+    public var accumulatorBuffer: UnsafeBufferPointer<Float> { UnsafeBufferPointer(accumulator) }
+
     /// The weighted mean gradient of shard k (valid once complete, until the next `begin`).
     public func gradient(shard k: Int) -> UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(rebasing: UnsafeBufferPointer(accumulator)[layout.range(k)])

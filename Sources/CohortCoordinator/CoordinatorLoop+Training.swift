@@ -1,0 +1,261 @@
+import CohortCompute
+import CohortSpec
+import CohortStore
+import CohortTransport
+import CohortWire
+import Foundation
+
+extension CoordinatorLoop {
+    // MARK: - Runs
+
+    /// A job was placed: tell each member to take it.
+    func startRun(_ id: Job.ID) {
+        do {
+            let job = try store.job(id)
+            let spec = try JobSpec.parse(yaml: job.spec, source: "job \(id)")
+            let members = try store.assignedWorkerNames(of: id)
+            let state = try suspended.removeValue(forKey: id) ?? loadCheckpoint(job: id)
+            let run = JobRun(job: id, spec: spec, members: members, state: state)
+            runs[id] = run
+            for (rank, member) in members.enumerated() {
+                var a = run.assignment(rank: rank)
+                a.spec = job.spec
+                sendNotice(to: member, kind: NoticeKind.assign, a)
+            }
+            try store.setReason(id, "loading data on \(members.joined(separator: ", "))")
+        } catch {
+            failJob(id, "cannot start: \(error)")
+        }
+    }
+
+    /// Ends a job's run (cancelled, waiting, failed, a member lost), keeping its training state
+    /// so that the job's next run continues from it; tells the members to drop it.
+    func endRun(_ id: Job.ID, reason: String, keepState: Bool = true) {
+        guard let run = runs.removeValue(forKey: id) else { return }
+        if keepState, let state = run.state { suspended[id] = state }
+        for member in run.members { sendNotice(to: member, kind: NoticeKind.release, TrainingNotice.Release(job: id, reason: reason)) }
+    }
+
+    func failJob(_ id: Job.ID, _ reason: String) {
+        logger.error("job failed", metadata: ["job.id": "\(id)", "reason": "\(reason)"])
+        endRun(id, reason: reason, keepState: false)
+        _ = try? store.transition(id, to: .failed, reason: reason, actor: "coordinator")
+        workersChanged = true
+    }
+
+    /// A member of a running job was lost: the run restarts with the members that remain (its
+    /// step in progress is redone), or the job waits when too few remain.
+    func memberLost(_ id: Job.ID) {
+        guard runs[id] != nil else { return }
+        endRun(id, reason: "a member was lost; restarting the step")
+        if (try? store.job(id).state) == .running { startRun(id) }
+    }
+
+    func sendNotice(to member: String, kind: String, _ body: some Encodable) {
+        guard let identity = controlIdentity[member], let notice = try? Notice(kind: kind, json: body) else { return }
+        send(control, to: identity, .notice(notice))
+    }
+
+    // MARK: - Control notices from workers
+
+    func handleTrainingNotice(_ notice: Notice, from member: String) throws {
+        switch notice.kind {
+        case NoticeKind.ready:
+            let ready = try notice.decodeBody(as: TrainingNotice.Ready.self)
+            guard let run = runs[ready.job], run.members.contains(member) else { return }
+            run.ready[member] = ready
+            try beginIfReady(run)
+        case NoticeKind.metrics:
+            let m = try notice.decodeBody(as: TrainingNotice.Metrics.self)
+            guard let run = runs[m.job], run.members.contains(member) else { return }
+            run.metrics[m.step, default: [:]][member] = m
+            try metricsArrived(run, step: m.step)
+        case NoticeKind.progress:
+            let p = try notice.decodeBody(as: TrainingNotice.Progress.self)
+            guard let run = runs[p.job], run.members.contains(member) else { return }
+            run.losses[member] = p
+        default:
+            logger.info("unknown notice", metadata: ["kind": "\(notice.kind)", "from": "\(member)"])
+        }
+    }
+
+    private func beginIfReady(_ run: JobRun) throws {
+        guard run.phase == .gathering, run.everyoneReady else { return }
+        do { try run.start() } catch { return failJob(run.job, "\(error)") }
+        guard let state = run.state else { return }
+        try store.setReason(run.job, nil)
+        logger.info("training started", metadata: ["job.id": "\(run.job)", "step": "\(state.step)", "members": "\(run.members.count)",
+                                                   "parameters": "\(state.model.parameterCount)"])
+        try run.sendAllParameters(forStep: state.step, on: data)
+        if run.phase == .finishing { try metricsArrived(run, step: state.step) }
+    }
+
+    // MARK: - The data endpoint
+
+    func handleData(_ socket: Socket, _ frames: [InboundFrame]) throws {
+        let identity = frames[0].bytes
+        let message: Message
+        do { message = try decode(frames) } catch { return refuseMalformed(socket, identity, error) }
+        let caller = caller(of: frames[1])
+        let kind: String = if case let .notice(n) = message { n.kind } else { "shard" }
+        if let denial = Access.denial(caller, kind, on: .data) { return deny(socket, identity, nil, caller, denial) }
+        let member = caller.name
+        switch message {
+        case let .notice(n) where n.kind == NoticeKind.attach:
+            let attach = try n.decodeBody(as: TrainingNotice.Attach.self)
+            guard let run = runs[attach.job], run.members.contains(member) else { return }
+            run.dataIdentity[member] = identity
+            try beginIfReady(run)
+        case let .shard(header):
+            guard let run = runs[Job.ID(header.job)], let aggregator = run.aggregator, run.phase == .training else {
+                return rejectShard(nil, member, "no step of job \(header.job) is in progress")
+            }
+            let outcome = withExtendedLifetime(frames) {
+                aggregator.contribute(from: member, header: header, payload: frames[2].unsafeBytes, owner: frames[2])
+            }
+            switch outcome {
+            case let .failure(rejection):
+                rejectShard(run, member, rejection.description)
+            case .success(.parked), .success(.fused):
+                run.bytesIn += frames[2].count
+            case let .success(.complete(k)):
+                run.bytesIn += frames[2].count
+                try shardComplete(run, k)
+            }
+        default:
+            refuseMalformed(socket, identity, .invalidValue(field: "envelope.type", reason: "is \(message.type), not a data message"))
+        }
+    }
+
+    private func rejectShard(_ run: JobRun?, _ member: String, _ reason: String) {
+        stats.rejectedShards.add(1, ordering: .relaxed)
+        logger.warning("shard rejected", metadata: ["worker.name": "\(member)", "reason": "\(reason)"])
+        // Counted always; recorded once per member and step, so a flood cannot grow the database.
+        let key = "\(member)/\(run?.state?.step ?? -1)"
+        if rejectionLogged.insert(key).inserted {
+            try? store.recordEvent(actor: member, kind: "shard.rejected", job: run?.job, detail: reason)
+        }
+    }
+
+    private func shardComplete(_ run: JobRun, _ k: Int) throws {
+        guard let state = run.state, let aggregator = run.aggregator else { return }
+        run.completedShards += 1
+        if run.spec.optimizer.clipNorm == nil {
+            run.applyShard(k)
+            try run.sendParameters(shard: k, forStep: state.step + 1, on: data)
+        }
+        guard run.completedShards == aggregator.layout.shardCount else { return }
+        if let maxNorm = run.spec.optimizer.clipNorm {
+            // Global-norm clipping needs the whole gradient: every shard is applied after the last lands.
+            let scale = GradientClipping.scale(norm: run.gradientNorm(), maxNorm: maxNorm)
+            for j in 0..<aggregator.layout.shardCount { run.applyShard(j, gradientScale: scale) }
+            try run.sendAllParameters(forStep: state.step + 1, on: data)
+        }
+        try stepDone(run)
+    }
+
+    private func stepDone(_ run: JobRun) throws {
+        guard let state = run.state, let aggregator = run.aggregator else { return }
+        state.step += 1
+        run.completedShards = 0
+        let elapsed = Date().timeIntervalSince(run.stepStartedAt)
+        run.samplesPerSecond = Double(run.spec.training.globalBatchSize) / max(elapsed, 1e-9)
+        run.stepStartedAt = Date()
+        rejectionLogged.removeAll(keepingCapacity: true)
+        if state.step - lastProgressWrite[run.job, default: -1_000_000] >= 50 || Date().timeIntervalSince(lastProgressAt) > 1 || state.step == run.steps {
+            try store.setProgress(run.job, step: state.step)
+            lastProgressWrite[run.job] = state.step
+            lastProgressAt = Date()
+        }
+        if run.spec.checkpointEvery > 0 && state.step % run.spec.checkpointEvery == 0 && state.step < run.steps {
+            try writeCheckpoint(run)
+        }
+        if state.step >= run.steps {
+            run.phase = .finishing
+            try metricsArrived(run, step: state.step)
+        } else {
+            aggregator.begin(step: UInt64(state.step), members: Set(run.members))
+        }
+    }
+
+    /// Records a step's test metrics once every member reported them; completes the job after
+    /// the last step's.
+    private func metricsArrived(_ run: JobRun, step: Int) throws {
+        guard let reports = run.metrics[step], run.members.allSatisfy({ reports[$0] != nil }) else { return }
+        let count = reports.values.reduce(0) { $0 + $1.count }
+        let lossSum = reports.values.reduce(0) { $0 + $1.lossSum }
+        let correct = reports.values.reduce(0) { $0 + $1.correct }
+        let trainLoss = run.losses.values.map(\.loss).reduce(0, +) / Double(max(run.losses.count, 1))
+        var values = ["test_loss": lossSum / Double(max(count, 1)), "test_accuracy": Double(correct) / Double(max(count, 1)),
+                      "samples_per_second": run.samplesPerSecond, "bytes_in": Double(run.bytesIn), "bytes_out": Double(run.bytesOut)]
+        if !run.losses.isEmpty { values["train_loss"] = trainLoss }
+        try store.recordMetrics(job: run.job, step: step, values)
+        run.metrics[step] = nil
+        logger.info("evaluated", metadata: ["job.id": "\(run.job)", "step": "\(step)",
+                                            "test.loss": "\(values["test_loss"]!)", "test.accuracy": "\(values["test_accuracy"]!)"])
+        guard run.phase == .finishing, step >= run.steps else { return }
+        let path = try writeCheckpoint(run)
+        run.phase = .done
+        endRun(run.job, reason: "completed", keepState: false)
+        try store.transition(run.job, to: .completed, reason: nil, actor: "coordinator")
+        logger.notice("job completed", metadata: ["job.id": "\(run.job)", "checkpoint": "\(path)"])
+        workersChanged = true
+    }
+
+    // MARK: - Checkpoints
+
+    /// Parameters and optimizer state as safetensors (temporary name, fsync, rename), then a row
+    /// in SQLite; the last `keepCheckpoints` of the job are kept.
+    @discardableResult
+    func writeCheckpoint(_ run: JobRun) throws -> String {
+        guard let state = run.state else { return "" }
+        let dir = URL(fileURLWithPath: settings.dataDirectory).appendingPathComponent("checkpoints/job-\(run.job)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let url = dir.appendingPathComponent("step-\(state.step).safetensors")
+        let model = state.model
+        let layout = model.parameterTable.map { Safetensors.Entry(name: $0.name, shape: $0.shape, offset: $0.offset) }
+        var groups = [Safetensors.Group(prefix: "", buffer: UnsafeBufferPointer(model.parameters.buffer), layout: layout)]
+        let n = model.parameterCount
+        for slot in 0..<state.optimizer.stateSlots {
+            let slice = UnsafeBufferPointer(rebasing: UnsafeBufferPointer(state.optimizerState.buffer)[(slot * n)..<((slot + 1) * n)])
+            groups.append(Safetensors.Group(prefix: "optimizer.\(slot).", buffer: slice, layout: layout))
+        }
+        try Safetensors.write(to: url, groups: groups,
+                              metadata: CheckpointMetadata.make(step: state.step, model: model.modelDescription, extra: ["job": "\(run.job)"]))
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+        try store.recordCheckpoint(job: run.job, step: state.step, path: url.path, bytes: bytes)
+        // Keep the newest few.
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        let steps = files.compactMap { f -> Int? in
+            guard f.hasPrefix("step-"), f.hasSuffix(".safetensors") else { return nil }
+            return Int(f.dropFirst(5).dropLast(12))
+        }.sorted()
+        for old in steps.dropLast(keepCheckpoints) {
+            try? FileManager.default.removeItem(at: dir.appendingPathComponent("step-\(old).safetensors"))
+        }
+        return url.path
+    }
+
+    /// The training state of a job's newest checkpoint (after a coordinator restart).
+    func loadCheckpoint(job: Job.ID) throws -> JobRun.TrainingState? {
+        guard let (step, path) = try store.latestCheckpoint(job: job), FileManager.default.fileExists(atPath: path) else { return nil }
+        let url = URL(fileURLWithPath: path)
+        let file = try Safetensors.read(from: url)
+        guard let description = try CheckpointMetadata.model(file.metadata) else { return nil }
+        let spec = try JobSpec.parse(yaml: try store.job(job).spec, source: "job \(job)")
+        let model = try Model(description, seed: spec.seed)
+        let optimizer = JobRun.optimizer(spec.optimizer)
+        let state = optimizer.makeState(parameterCount: model.parameterCount)
+        let layout = model.parameterTable.map { Safetensors.Entry(name: $0.name, shape: $0.shape, offset: $0.offset) }
+        var groups = [Safetensors.MutableGroup(prefix: "", buffer: model.parameters.buffer, layout: layout)]
+        let n = model.parameterCount
+        for slot in 0..<optimizer.stateSlots {
+            groups.append(Safetensors.MutableGroup(prefix: "optimizer.\(slot).",
+                                                   buffer: UnsafeMutableBufferPointer(rebasing: state.buffer[(slot * n)..<((slot + 1) * n)]),
+                                                   layout: layout))
+        }
+        try Safetensors.read(from: url, into: groups)
+        logger.notice("resuming from checkpoint", metadata: ["job.id": "\(job)", "step": "\(step)", "path": "\(path)"])
+        return JobRun.TrainingState(model: model, optimizer: optimizer, optimizerState: state, step: step)
+    }
+}

@@ -1,0 +1,157 @@
+import CohortCompute
+import CohortSpec
+import CohortStore
+import CohortTransport
+import CohortWire
+import Foundation
+
+/// One running job on the coordinator: it holds the authoritative parameters and optimizer
+/// state, fuses each step's gradient shards (`StepAggregator`), applies the optimizer to each
+/// parameter shard as soon as its gradient is complete, and sends the new shard straight from
+/// the parameter buffer (zero-copy) to every member. Owned by the loop thread.
+///
+/// Members are fixed for the life of a run: a lost member makes the loop end the run (the job
+/// waits for workers) and keep its state, so the next run of the job continues from it.
+final class JobRun {
+    enum Phase { case gathering, training, finishing, done }
+
+    let job: Job.ID
+    let spec: JobSpec
+    /// Worker (principal) names by rank.
+    let members: [String]
+    let layout: ShardLayout?
+    let shardElements: Int
+    let encoding: ShardEncoding
+    var phase = Phase.gathering
+    var ready: [String: TrainingNotice.Ready] = [:]
+    var dataIdentity: [String: [UInt8]] = [:]
+    var state: TrainingState?
+    var aggregator: StepAggregator?
+    var completedShards = 0
+    var metrics: [Int: [String: TrainingNotice.Metrics]] = [:]
+    var losses: [String: TrainingNotice.Progress] = [:]
+    var bytesIn = 0, bytesOut = 0
+    var stepStartedAt = Date()
+    var samplesPerSecond = 0.0
+
+    /// The parameters, optimizer state and step of a job: kept across runs of the job.
+    final class TrainingState {
+        let model: Model
+        let optimizer: Optimizer
+        let optimizerState: FlatBuffer
+        /// Steps completed.
+        var step: Int
+
+        init(model: Model, optimizer: Optimizer, optimizerState: FlatBuffer, step: Int) {
+            self.model = model
+            self.optimizer = optimizer
+            self.optimizerState = optimizerState
+            self.step = step
+        }
+    }
+
+    init(job: Job.ID, spec: JobSpec, members: [String], state: TrainingState?, shardElements: Int = 1 << 18) {
+        self.job = job
+        self.spec = spec
+        self.members = members
+        self.state = state
+        self.shardElements = shardElements
+        encoding = .fp32
+        layout = state.map { ShardLayout(parameterCount: $0.model.parameterCount, shardElements: shardElements) }
+    }
+
+    var steps: Int { spec.training.steps }
+
+    func assignment(rank: Int) -> TrainingNotice.Assignment {
+        TrainingNotice.Assignment(job: job, spec: "", rank: rank, worldSize: members.count, shardElements: shardElements,
+                                  encoding: "fp32")
+    }
+
+    /// Whether every member has loaded its data and attached its data connection.
+    var everyoneReady: Bool { members.allSatisfy { ready[$0] != nil && dataIdentity[$0] != nil } }
+
+    /// Builds (or keeps) the authoritative model once every member agrees on it.
+    func start() throws {
+        let descriptions = Set(ready.values.compactMap { try? JSONDecoder().decode(ModelDescription.self, from: Data($0.model.utf8)) })
+        guard descriptions.count == 1, let description = descriptions.first, descriptions.count == 1 else {
+            throw TrainingError("members built different models from the spec (their datasets differ?): "
+                                + ready.map { "\($0.key): \($0.value.model)" }.sorted().joined(separator: "; "))
+        }
+        if spec.data.sharding == .shared {
+            let hashes = Set(ready.values.map { $0.contentHash ?? "-" })
+            guard hashes.count == 1 else {
+                throw TrainingError("the members' copies of dataset `\(spec.data.dataset)` differ (content hashes \(hashes.sorted().joined(separator: ", "))); `shared` sharding needs identical data")
+            }
+        }
+        if state == nil || state!.model.modelDescription != description {
+            let model = try Model(description, seed: spec.seed)
+            let optimizer = Self.optimizer(spec.optimizer)
+            state = TrainingState(model: model, optimizer: optimizer, optimizerState: optimizer.makeState(parameterCount: model.parameterCount), step: 0)
+        }
+        let layout = ShardLayout(parameterCount: state!.model.parameterCount, shardElements: shardElements)
+        aggregator = StepAggregator(job: UInt64(job), layout: layout, encoding: encoding)
+        aggregator!.begin(step: UInt64(state!.step), members: Set(members))
+        phase = state!.step >= steps ? .finishing : .training
+        stepStartedAt = Date()
+    }
+
+    static func optimizer(_ o: JobSpec.Optimizer) -> Optimizer {
+        switch o.kind {
+        case .sgd: return .sgd(.init(momentum: o.momentum, nesterov: o.nesterov, weightDecay: o.weightDecay))
+        case .adamw: return .adamW(.init(beta1: o.betas.0, beta2: o.betas.1, epsilon: o.eps, weightDecay: o.weightDecay))
+        }
+    }
+
+    /// Sends parameter shard k, the parameters for computing step `step`, to every member,
+    /// zero-copy from the parameter buffer. Safe because members are fixed for a run: shard k
+    /// changes again only when every member sent its next gradient, which each does only after
+    /// it received all of these.
+    func sendParameters(shard k: Int, forStep step: Int, on socket: Socket) throws {
+        guard let state, let aggregator else { return }
+        let range = aggregator.layout.range(k)
+        let header = ShardHeader(job: UInt64(job), step: UInt64(step), kind: .parameters, encoding: .fp32, shard: UInt32(k),
+                                 shardCount: UInt32(aggregator.layout.shardCount), elementOffset: UInt64(range.lowerBound),
+                                 elementCount: UInt32(range.count), sampleCount: 0)
+        let envelope = Message.shard(header).encode()
+        let params = state.model.parameters
+        let payload = UnsafeRawBufferPointer(start: params.baseAddress + range.lowerBound, count: range.count * 4)
+        for member in members {
+            guard let identity = dataIdentity[member] else { continue }
+            try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: params)])
+            bytesOut += payload.count
+        }
+    }
+
+    func sendAllParameters(forStep step: Int, on socket: Socket) throws {
+        guard let aggregator else { return }
+        for k in 0..<aggregator.layout.shardCount { try sendParameters(shard: k, forStep: step, on: socket) }
+    }
+
+    /// Applies the optimizer to shard k with the fused gradient.
+    func applyShard(_ k: Int, gradientScale: Float = 1) {
+        guard let state, let aggregator else { return }
+        let range = aggregator.layout.range(k)
+        let lr = spec.schedule.learningRate(step: state.step, totalSteps: steps, lr: spec.optimizer.lr)
+        state.optimizer.step(range: range, parameters: state.model.parameters.buffer, gradients: aggregator.accumulatorBuffer,
+                             state: state.optimizerState.buffer, learningRate: lr, t: state.step + 1, gradientScale: gradientScale)
+    }
+
+    /// The global gradient norm over every shard (for clip-norm, once all are complete).
+    func gradientNorm() -> Float {
+        guard let aggregator else { return 0 }
+        var sum = 0.0
+        for k in 0..<aggregator.layout.shardCount { sum += GradientClipping.sumOfSquares(aggregator.gradient(shard: k)) }
+        return Float(sum.squareRoot())
+    }
+
+    /// Whether test metrics are expected after `step` steps.
+    func evaluates(after step: Int) -> Bool {
+        step == steps || (spec.evalEvery > 0 && step % spec.evalEvery == 0)
+    }
+}
+
+/// A job that cannot train as specified; the loop fails it with this reason.
+struct TrainingError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
