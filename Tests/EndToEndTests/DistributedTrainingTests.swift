@@ -1,0 +1,126 @@
+import CohortClient
+import CohortCompute
+import CohortWire
+import Foundation
+import Testing
+import TestSupport
+
+/// Real processes on loopback: a coordinator, workers enrolled with join tokens, jobs trained
+/// synchronously over CURVE.
+@Suite(.tags(.integration), .serialized, .timeLimit(.minutes(5)))
+struct DistributedTrainingTests {
+    static let examples = TestSupport.packageRoot.appendingPathComponent("deploy/datasets/examples")
+
+    /// Starts `count` workers, each enrolled with its own token at its institution.
+    func startWorkers(_ c: CoordinatorProcess, _ sites: [(name: String, institution: String)]) async throws -> [Daemon] {
+        var daemons: [Daemon] = []
+        for site in sites {
+            let token = try await c.cli(["admin", "token", "--institution", site.institution, "--role", "worker", "--ttl", "10m"])
+            try #require(token.status == 0, "\(token.stderr)")
+            let dir = c.dataDir + "/" + site.name
+            daemons.append(try Daemon(try cohortBinary(), ["worker", "--state-dir", dir, "--join", token.stdout.trimmingCharacters(in: .whitespacesAndNewlines),
+                                                            "--name", site.name, "--threads", "1"],
+                                      logPath: dir + ".log"))
+        }
+        return daemons
+    }
+
+    func waitForJob(_ c: CoordinatorProcess, _ id: Int64, until states: Set<String>, timeout: Double = 120) async throws -> JobView {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let out = try await c.cli(["status", "\(id)", "--json"])
+            if out.status == 0, let s = try? JSONDecoder().decode(StatusReply.self, from: Data(out.stdout.utf8)), states.contains(s.job.state) {
+                return s.job
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestSupportError("job \(id) did not reach \(states) within \(timeout) s; coordinator log:\n\(c.daemon?.log.suffix(3000) ?? "")")
+    }
+
+    func submit(_ c: CoordinatorProcess, _ spec: String) async throws -> Int64 {
+        let path = c.dataDir + "/job-\(UUID().uuidString.prefix(6)).yaml"
+        try spec.write(toFile: path, atomically: true, encoding: .utf8)
+        let out = try await c.cli(["submit", "--json", path])
+        try #require(out.status == 0, "\(out.stderr)")
+        return try #require(try JSONDecoder().decode([String: Int64].self, from: Data(out.stdout.utf8))["job"])
+    }
+
+    @Test func threeWorkersOfTwoInstitutionsTrainDigitsToNinetyFivePercent() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("pku-02", "pku"), ("sjtu-01", "sjtu")])
+        let spec = try String(contentsOf: Self.examples.appendingPathComponent("digits-mlp.yaml"), encoding: .utf8)
+            + "\ncluster: {min-workers: 3, institutions: [pku, sjtu]}\n"
+        let id = try await submit(c, spec)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        #expect(job.step == 1500)
+        let store = try CohortStoreReader(c.dataDir)
+        let accuracy = try #require(try store.metric(job: id, "test_accuracy"))
+        #expect(accuracy >= 0.95, "test accuracy \(accuracy)")
+        let status = try await c.cli(["status", "\(id)"])
+        #expect(status.stdout.contains("checkpoint.written"))
+        withExtendedLifetime(workers) {}
+    }
+
+    /// DESIGN.md's promise: distributed training equals single-process training with the same
+    /// global batch, up to float summation order.
+    @Test func twoWorkersEqualOneProcessWithinOneInAHundredThousand() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let spec = """
+            name: equivalence
+            model: {kind: mlp, hidden: [64], activation: tanh}
+            data: {dataset: digits, sharding: shared}
+            optimizer: {kind: adamw, lr: 0.003, weight-decay: 0.01}
+            schedule: {kind: cosine, warmup-steps: 5}
+            training: {steps: 50, global-batch-size: 64}
+            eval-every: 0
+            seed: 11
+            """
+        let id = try await submit(c, spec + "\ncluster: {min-workers: 2}\n")
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let distributed = try Safetensors.read(from: URL(fileURLWithPath: c.dataDir + "/checkpoints/job-\(id)/step-50.safetensors"))
+
+        let dir = try TestSupport.temporaryDirectory("single")
+        try spec.write(toFile: dir.path + "/spec.yaml", atomically: true, encoding: .utf8)
+        let single = try await runProcess(try cohortBinary(), ["train", dir.path + "/spec.yaml", "--out", dir.path, "--threads", "1"])
+        #expect(single.status == 0, "\(single.stderr)")
+        let local = try Safetensors.read(from: dir.appendingPathComponent("equivalence-step50.safetensors"))
+
+        var diff = 0.0, norm = 0.0, compared = 0
+        for t in local.tensors where !t.name.hasPrefix("optimizer") {
+            let other = try #require(distributed.tensors.first { $0.name == t.name }, "\(t.name) missing from the coordinator's checkpoint")
+            #expect(other.shape == t.shape)
+            for (a, b) in zip(t.values, other.values) {
+                diff += Double(a - b) * Double(a - b)
+                norm += Double(a) * Double(a)
+            }
+            compared += 1
+        }
+        #expect(compared == 4)
+        let relative = (diff / norm).squareRoot()
+        #expect(relative <= 1e-5, "‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
+        print("equivalence after 50 steps, 2 workers vs 1 process: ‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
+        withExtendedLifetime(workers) {}
+    }
+}
+
+/// Reads metrics straight from a coordinator's database (after the fact, read-only).
+struct CohortStoreReader {
+    let path: String
+    init(_ dataDir: String) throws { path = dataDir + "/state.sqlite" }
+
+    func metric(job: Int64, _ name: String) throws -> Double? {
+        let out = Process()
+        out.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        out.arguments = ["python3", "-c", "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute('select value from metrics where job_id=? and name=? order by step desc limit 1',(int(sys.argv[2]),sys.argv[3])).fetchone(); print(r[0] if r else '')", path, "\(job)", name]
+        let pipe = Pipe()
+        out.standardOutput = pipe
+        try out.run()
+        out.waitUntilExit()
+        return Double(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+}
