@@ -89,9 +89,19 @@ extension CoordinatorLoop {
         case ApiMethod.status:
             let id = try body(JobRequest.self).job
             guard try ownJob(id) else { return }
-            let job = try view(id)
+            var job = try view(id)
             let events = try store.latestEvents(job: id, count: 20).map(EventView.init)
-            reply(socket, identity, request, StatusReply(job: job, events: events))
+            let byName = Dictionary(try store.workers().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            let members = job.workers.compactMap { byName[$0].map(WorkerView.init) }
+            let metrics = try store.latestMetrics(job: id).mapValues { MetricView(step: $0.step, value: $0.value) }
+            var live: LiveView?
+            if let run = runs[id], let state = run.state {
+                job.step = state.step
+                let losses = run.losses.values.map(\.loss)
+                live = LiveView(step: state.step, trainLoss: losses.isEmpty ? nil : losses.reduce(0, +) / Double(losses.count),
+                                samplesPerSecond: run.samplesPerSecond, bytesIn: run.bytesIn, bytesOut: run.bytesOut)
+            }
+            reply(socket, identity, request, StatusReply(job: job, events: events, members: members, metrics: metrics, live: live))
         case ApiMethod.cancel:
             let id = try body(JobRequest.self).job
             guard try ownJob(id) else { return }

@@ -108,9 +108,42 @@ public struct JobRequest: Sendable, Hashable, Codable {
 public struct StatusReply: Sendable, Hashable, Codable {
     public var job: JobView
     public var events: [EventView]
-    public init(job: JobView, events: [EventView]) {
+    /// The job's workers, by rank.
+    public var members: [WorkerView]?
+    /// The latest value of each recorded metric (`test_loss`, `test_accuracy`, …) and its step.
+    public var metrics: [String: MetricView]?
+    /// What the running job is doing now.
+    public var live: LiveView?
+    public init(job: JobView, events: [EventView], members: [WorkerView]? = nil, metrics: [String: MetricView]? = nil, live: LiveView? = nil) {
         self.job = job
         self.events = events
+        self.members = members
+        self.metrics = metrics
+        self.live = live
+    }
+}
+
+public struct MetricView: Sendable, Hashable, Codable {
+    public var step: Int
+    public var value: Double
+    public init(step: Int, value: Double) {
+        self.step = step
+        self.value = value
+    }
+}
+
+public struct LiveView: Sendable, Hashable, Codable {
+    public var step: Int
+    public var trainLoss: Double?
+    public var samplesPerSecond: Double
+    public var bytesIn: Int
+    public var bytesOut: Int
+    public init(step: Int, trainLoss: Double?, samplesPerSecond: Double, bytesIn: Int, bytesOut: Int) {
+        self.step = step
+        self.trainLoss = trainLoss
+        self.samplesPerSecond = samplesPerSecond
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
     }
 }
 

@@ -54,23 +54,79 @@ struct Jobs: ParsableCommand {
 }
 
 struct Status: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show one job: its state, why, its workers and recent events.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show one job: state and why, progress, latest loss and accuracy, throughput, members, recent events.")
     @Argument(help: "The job id.") var job: Int64
+    @Flag(help: "Redraw every second until the job ends (like `cohort watch`).") var watch = false
     @OptionGroup var options: ClientOptions
 
     func run() throws {
         try options.withClient { client in
-            let s = try client.status(job: job)
-            if options.json { return try options.printJSON(s) }
-            let j = s.job
-            print("job \(j.id)  \(j.name)  owner \(j.owner)  priority \(j.priority)")
-            print("state    \(j.state) since \(Format.time(j.stateChangedAt))")
-            if let reason = j.reason { print("reason   \(reason)") }
-            print("workers  \(j.workers.isEmpty ? "none" : j.workers.joined(separator: ", ")) (min \(j.minWorkers), max \(j.maxWorkers))")
-            print("progress step \(j.step) of \(j.totalSteps)")
-            print("events")
-            for e in s.events { print("  \(Format.time(e.at))  \(e.kind)  \(e.actor)  \(e.detail)") }
+            if options.json { return try options.printJSON(try client.status(job: job)) }
+            guard watch else { return say(Self.render(try client.status(job: job))) }
+            let interactive = isatty(1) != 0
+            var lastLines = 0
+            while true {
+                let s = try client.status(job: job)
+                let text = Self.render(s, events: interactive ? 5 : 0)
+                if interactive {
+                    if lastLines > 0 { FileHandle.standardOutput.write(Data("\u{1B}[\(lastLines)F\u{1B}[J".utf8)) }
+                    say(text)
+                    lastLines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+                } else {
+                    say(text.split(separator: "\n").prefix(4).joined(separator: "\n"))
+                }
+                if ["completed", "failed", "cancelled"].contains(s.job.state) { return }
+                Thread.sleep(forTimeInterval: 1)
+            }
         }
+    }
+
+    static func render(_ s: StatusReply, events: Int = 10) -> String {
+        let j = s.job
+        var lines: [String] = []
+        lines.append("job \(j.id)  \(j.name)  owner \(j.owner)  priority \(j.priority)")
+        lines.append("state     \(j.state) since \(Format.time(j.stateChangedAt))" + (j.reason.map { ": \($0)" } ?? ""))
+        let fraction = j.totalSteps > 0 ? Double(j.step) / Double(j.totalSteps) : 0
+        let width = 30, filled = Int(fraction * Double(width))
+        lines.append("progress  [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] "
+                     + "step \(j.step)/\(j.totalSteps) (\(Int(fraction * 100))%)")
+        var stats: [String] = []
+        if let loss = s.live?.trainLoss { stats.append(String(format: "train loss %.4f", loss)) }
+        if let m = s.metrics?["test_loss"] { stats.append(String(format: "test loss %.4f", m.value)) }
+        if let m = s.metrics?["test_accuracy"] { stats.append(String(format: "test accuracy %.2f%% (step %d)", 100 * m.value, m.step)) }
+        if let live = s.live {
+            stats.append(String(format: "%.0f samples/s", live.samplesPerSecond))
+            stats.append(String(format: "%.1f MB in, %.1f MB out", Double(live.bytesIn) / 1e6, Double(live.bytesOut) / 1e6))
+        }
+        if !stats.isEmpty { lines.append("metrics   " + stats.joined(separator: ", ")) }
+        if let members = s.members, !members.isEmpty {
+            lines.append("members   (min \(j.minWorkers), max \(j.maxWorkers))")
+            for (rank, w) in members.enumerated() {
+                lines.append("  rank \(rank)  \(w.name)  \(w.institution)  \(w.state)  heartbeat \(Format.ago(w.lastHeartbeat))")
+            }
+        } else {
+            lines.append("members   none (min \(j.minWorkers), max \(j.maxWorkers))")
+        }
+        if events > 0 {
+            lines.append("events")
+            for e in s.events.suffix(events) { lines.append("  \(Format.time(e.at))  \(e.kind)  \(e.actor)  \(e.detail)") }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct Watch: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Redraw a job's status every second until it ends.")
+    @Argument(help: "The job id.") var job: Int64
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        var status = Status()
+        status.job = job
+        status.watch = true
+        status.options = options
+        try status.run()
     }
 }
 

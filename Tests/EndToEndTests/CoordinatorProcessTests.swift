@@ -87,7 +87,7 @@ struct CoordinatorProcessTests {
         #expect(parsed.jobs.map(\.id) == [1])
 
         let status = try await c.cli(["status", "1"])
-        #expect(status.stdout.contains("state    waiting"))
+        #expect(status.stdout.contains("state     waiting"))
         #expect(try await c.cli(["cancel", "1"]).status == 0)
         let twice = try await c.cli(["cancel", "1"])
         #expect(twice.status == 4)
