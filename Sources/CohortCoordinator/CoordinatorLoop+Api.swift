@@ -63,7 +63,7 @@ extension CoordinatorLoop {
             // cannot be placed it is stored straight as waiting, with its reason, in one transaction.
             let now = Date()
             let reason = workersChanged ? nil
-                : Scheduler.plan(jobs: [Job.provisional(newJob, at: now)], workers: try store.workers(), now: now).reasons[0]
+                : Scheduler.plan(jobs: [Job.provisional(newJob, at: now)], workers: try placeableWorkers(), now: now).reasons[0]
             // The key is per principal: another user's request id can never return their job.
             let (job, created) = try store.submit(newJob, requestKey: principal + "\u{1F}" + submit.requestId,
                                                   waitingReason: reason, at: now)

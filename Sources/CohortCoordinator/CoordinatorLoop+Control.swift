@@ -38,6 +38,15 @@ extension CoordinatorLoop {
             reply(socket, identity, request, RegisterReply(workerId: worker.id,
                                                            heartbeatIntervalMs: Int(settings.registry.heartbeatInterval * 1000)))
             workersChanged = true
+            // A member of a run that is still gathering (it restarted, or the assignment was
+            // sent before it reconnected) is told again.
+            for run in runs.values where run.phase == .gathering {
+                if let rank = run.members.firstIndex(of: name), run.ready[name] == nil, let spec = try? store.job(run.job).spec {
+                    var a = run.assignment(rank: rank)
+                    a.spec = spec
+                    sendNotice(to: name, kind: NoticeKind.assign, a)
+                }
+            }
         case let .heartbeat(beat):
             guard let id = workerByIdentity[identity] else {
                 return send(socket, to: identity, .error(ErrorMessage(code: .rejected, message: "unknown worker: register before sending heartbeats")))
@@ -103,7 +112,7 @@ extension CoordinatorLoop {
         do {
             let jobs = try store.schedulableJobs()
             guard !jobs.isEmpty else { return }
-            apply(Scheduler.plan(jobs: jobs, workers: try store.workers(), now: now), to: jobs, now: now)
+            apply(Scheduler.plan(jobs: jobs, workers: try placeableWorkers(), now: now), to: jobs, now: now)
         } catch {
             logger.error("scheduling failed", metadata: ["error": "\(error)"])
         }
@@ -114,7 +123,7 @@ extension CoordinatorLoop {
     func scheduleNewJob(_ job: Job, now: Date) {
         if workersChanged { return schedule(now: now) }
         do {
-            apply(Scheduler.plan(jobs: [job], workers: try store.workers(), now: now), to: [job], now: now)
+            apply(Scheduler.plan(jobs: [job], workers: try placeableWorkers(), now: now), to: [job], now: now)
         } catch {
             logger.error("scheduling failed", metadata: ["error": "\(error)"])
         }
@@ -139,6 +148,16 @@ extension CoordinatorLoop {
             try store.setReasons(changedReasons)
         } catch {
             logger.error("scheduling failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Workers as the scheduler should see them: one that this coordinator process has not heard
+    /// register (after a restart) cannot be told about a job yet, so it counts as not there.
+    func placeableWorkers() throws -> [Worker] {
+        try store.workers().map { w in
+            var w = w
+            if w.state == .idle && controlIdentity[w.name] == nil { w.state = .lost }
+            return w
         }
     }
 

@@ -35,8 +35,7 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     func waitUntilServing(timeout: Double = 20) throws -> Client {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let key = try? CurveKeyPair.loadPublicKey(from: dataDir + "/coordinator.key.pub") {
-                let userKeys = try userKeys()
+            if let key = try? CurveKeyPair.loadPublicKey(from: dataDir + "/coordinator.key.pub"), let userKeys = try? userKeys() {
                 if let client = try? Client(address: CoordinatorAddress(parsing: address),
                                             credentials: .curve(keys: userKeys, serverKey: key), timeout: 0.5),
                    (try? client.hello()) != nil {

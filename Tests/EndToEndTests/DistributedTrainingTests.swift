@@ -108,6 +108,70 @@ struct DistributedTrainingTests {
     }
 }
 
+extension DistributedTrainingTests {
+    static let faultSpec = """
+        name: faults
+        model: {kind: mlp, hidden: [256, 128]}
+        data: {dataset: fashion-mnist}
+        optimizer: {kind: adamw, lr: 0.001}
+        training: {steps: 1500, global-batch-size: 128}
+        eval-every: 0
+        checkpoint-every: 200
+        seed: 3
+        cluster: {min-workers: 2, max-workers: 3}
+        """
+
+    func events(_ c: CoordinatorProcess, _ id: Int64) async throws -> [EventView] {
+        let out = try await c.cli(["events", "\(id)", "--json"])
+        return try JSONDecoder().decode(EventsReply.self, from: Data(out.stdout.utf8)).events
+    }
+
+    func waitForStep(_ c: CoordinatorProcess, _ id: Int64, atLeast step: Int) async throws {
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline {
+            let out = try await c.cli(["status", "\(id)", "--json"])
+            if let s = try? JSONDecoder().decode(StatusReply.self, from: Data(out.stdout.utf8)), s.job.step >= step { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestSupportError("job \(id) never reached step \(step)")
+    }
+
+    @Test func killingAWorkerMidJobDoesNotStopTheJob() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("pku-02", "pku"), ("sjtu-01", "sjtu")])
+        try await Task.sleep(for: .seconds(1)) // let all three register, so the job takes three
+        let id = try await submit(c, Self.faultSpec)
+        try await waitForStep(c, id, atLeast: 100)
+        let victim = try #require(workers.first { $0.process.isRunning })
+        victim.stop(signal: SIGKILL)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        #expect(job.step == 1500)
+        let kinds = try await events(c, id).map(\.kind)
+        #expect(kinds.contains("worker.lost"))
+        #expect(kinds.last == "job.completed")
+        withExtendedLifetime(workers) {}
+    }
+
+    @Test func killingTheCoordinatorMidJobResumesFromItsCheckpoint() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let id = try await submit(c, Self.faultSpec)
+        try await waitForStep(c, id, atLeast: 450) // past two checkpoints
+        c.daemon?.stop(signal: SIGKILL)
+        try c.start()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let all = try await events(c, id)
+        #expect(all.contains { $0.kind == "job.waiting" && $0.detail.contains("coordinator restarted") })
+        #expect(c.daemon?.log.contains("resuming from checkpoint") == true)
+        withExtendedLifetime(workers) {}
+    }
+}
+
 /// Reads metrics straight from a coordinator's database (after the fact, read-only).
 struct CohortStoreReader {
     let path: String

@@ -105,7 +105,7 @@ public final class Daemon: @unchecked Sendable { // driven from one test at a ti
 
     public init(_ executable: URL, _ arguments: [String], environment: [String: String] = [:], logPath: String) throws {
         self.logPath = logPath
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process.executableURL = executable
