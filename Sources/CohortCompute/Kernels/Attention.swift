@@ -7,7 +7,7 @@ import CBLAS
 /// softmax for the backward. Causality is exploited by row blocks of `block` rows: block i only
 /// multiplies against keys 0..<end(i), which skips most of the upper triangle.
 enum Attention {
-    static let block = 64
+    static let block = 32
 
     struct Shape {
         let batch, length, width, heads: Int
