@@ -67,7 +67,7 @@ final class TransformerNetwork {
         var ln1, mean1, rstd1, qkv, probs, att, x1, ln2, mean2, rstd2, fc, gelu, x2: UnsafeMutablePointer<Float>
         var maskA, maskM: UnsafeMutablePointer<Float>?
     }
-    private var capacityTokens = 0, capacityBatch = 0
+    private var capacityBatch = 0
     private var arena = Arena(capacity: 0)
     private var acts: [Activations] = []
     private var x0: UnsafeMutablePointer<Float>?, mask0: UnsafeMutablePointer<Float>?
@@ -105,7 +105,6 @@ final class TransformerNetwork {
         tmp = arena.take(Nc * C); dres = arena.take(Nc * C); dtmp = arena.take(Nc * C)
         dqkv = arena.take(Nc * 3 * C); dfc = arena.take(Nc * 4 * C); dscratch = arena.take(TT)
         targets = [Int32](repeating: 0, count: Nc)
-        capacityTokens = Nc
         capacityBatch = B
     }
 
