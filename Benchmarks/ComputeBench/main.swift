@@ -2,6 +2,8 @@
 // compute core next to PyTorch on CPU, same models, same threads, in one run.
 //   swift build -c release --product cohort-bench-compute && .build/release/cohort-bench-compute
 // Options: --threads 1,2   --mlp-steps 50   --tf-steps 10   --no-torch   --only mlp|transformer
+//          --cpu (time with process CPU time: less noise on a busy machine)
+//          --gemm (GFLOP/s of the transformer's GEMM shapes)   --kernels (element-wise kernel timings)
 import CohortCompute
 import Foundation
 
