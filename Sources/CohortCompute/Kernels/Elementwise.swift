@@ -218,7 +218,7 @@ enum Elementwise {
     /// y (n) += x (n).
     static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count n: Int) {
         let xs = SharedPointer(x), ys = SharedPointer(y)
-        Parallel.forEach(n, chunk: 1 << 16) { range in
+        Parallel.forEach(n, chunk: Parallel.bulkChunk) { range in
             var i = range.lowerBound
             while i + 16 <= range.upperBound { store16(load16(ys.p + i) + load16(xs.p + i), ys.p + i); i += 16 }
             while i < range.upperBound { ys.p[i] += xs.p[i]; i += 1 }
