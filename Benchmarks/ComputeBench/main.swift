@@ -4,7 +4,7 @@
 // Options: --threads 1,2   --mlp-steps 50   --tf-steps 10   --no-torch   --only mlp|transformer
 //          --cpu (time with process CPU time: less noise on a busy machine)
 //          --gemm (GFLOP/s of the transformer's GEMM shapes)   --kernels (element-wise kernel timings)
-import CohortCompute
+@_spi(Benchmarks) import CohortCompute
 import Foundation
 
 struct Options {
