@@ -11,6 +11,13 @@ public struct StepResult: Sendable, Hashable {
     public var count: Int
     /// Examples in the batch (the weight n_i a coordinator gives this contribution).
     public var examples: Int
+
+    public init(loss: Float, correct: Int, count: Int, examples: Int) {
+        self.loss = loss
+        self.correct = correct
+        self.count = count
+        self.examples = examples
+    }
 }
 
 /// The result of `evaluate`: sums, so that several batches or workers can be combined.
@@ -72,8 +79,8 @@ public final class Model {
         parameterTable = layout.table
         parameters = FlatBuffer(count: layout.count)
         gradients = FlatBuffer(count: layout.count)
-        // One generator per tensor, seeded from (seed, tensor index): adding a tensor later does
-        // not change how the others start.
+        // One generator per tensor, seeded from (seed, tensor index): a tensor's initial values
+        // depend only on the seed and its place in the table, not on the tensors' sizes.
         for (i, info) in layout.table.enumerated() {
             var rng = Xoshiro256(seed: seed ^ splitMix64(UInt64(i) &+ 0x5EED))
             inits[i].fill(parameters.baseAddress + info.offset, count: info.count, rng: &rng)
