@@ -11,10 +11,9 @@ typealias F16 = SIMD16<Float>
 @inline(__always) func store16(_ v: F16, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: F16.self)
 }
-/// Lane-wise max/min through compare + select: the stdlib's `pointwiseMax` is a scalar loop
+/// Lane-wise max through compare + select: the stdlib's `pointwiseMax` is a scalar loop
 /// (NaN rules per lane) and is not inlined, which made these kernels 5× slower.
 @inline(__always) func vmax(_ a: F16, _ b: F16) -> F16 { a.replacing(with: b, where: a .< b) }
-@inline(__always) func vmin(_ a: F16, _ b: F16) -> F16 { a.replacing(with: b, where: b .< a) }
 
 @inline(__always) func loadPartial(_ p: UnsafePointer<Float>, _ n: Int, pad: Float = 0) -> F16 {
     var v = F16(repeating: pad)
@@ -92,7 +91,6 @@ typealias F4 = SIMD4<Float>
     return t.replacing(with: -t, where: neg)
 }
 
-@inline(__always) func vtanh(_ x: F16) -> F16 { quarters(x, vtanh4) }
 
 /// Sum of lanes in a fixed order (pairwise), so reductions are reproducible.
 @inline(__always) func hsum(_ v: F16) -> Float {
