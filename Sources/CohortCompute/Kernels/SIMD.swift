@@ -62,6 +62,8 @@ typealias F4 = SIMD4<Float>
 
 @inline(__always) func vexp(_ x: F16) -> F16 { quarters(x, vexp4) }
 
+@inline(__always) func vexp2(_ x: F16) -> F16 { quarters(x, vexp2_4) }
+
 /// 2^y for each lane, y clamped to [-126, 127]: y = n + r, |r| ≤ ½, degree-6 polynomial for 2^r.
 /// For callers that fold log₂e into their own constants (GELU), saving the reduction's multiplies;
 /// relative error grows to ~|y|·6e-8.
