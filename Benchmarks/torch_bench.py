@@ -59,8 +59,12 @@ class GPT(nn.Module):
 
 
 def timed(step, warmup, steps):
-    for _ in range(warmup):
+    # At least `warmup` steps and 300 ms, as cohort-bench-compute does.
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < 0.3:
         step()
+        done += 1
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()

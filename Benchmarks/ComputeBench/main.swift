@@ -2,7 +2,9 @@
 // compute core next to PyTorch on CPU, same models, same threads, in one run.
 //   swift build -c release --product cohort-bench-compute && .build/release/cohort-bench-compute
 // Options: --threads 1,2   --mlp-steps 50   --tf-steps 10   --no-torch   --only mlp|transformer
-import CohortCompute
+//          --cpu (time with process CPU time: less noise on a busy machine)
+//          --gemm (GFLOP/s of the transformer's GEMM shapes)   --kernels (element-wise kernel timings)
+@_spi(Benchmarks) import CohortCompute
 import Foundation
 
 struct Options {
@@ -48,9 +50,15 @@ func median(_ xs: [Double]) -> Double {
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
-/// Times `steps` calls of `step` after `warmup` calls; returns the median in ms.
+/// Times `steps` calls of `step` after at least `warmup` calls and 300 ms of warm-up (OpenBLAS's
+/// idle thread spins for ~0.1 s after start-up); returns the median in ms.
 func timed(warmup: Int, steps: Int, _ step: () throws -> Void) rethrows -> Double {
-    for _ in 0..<warmup { try step() }
+    let start = Double(DispatchTime.now().uptimeNanoseconds) / 1e6
+    var done = 0
+    while done < warmup || Double(DispatchTime.now().uptimeNanoseconds) / 1e6 - start < 300 {
+        try step()
+        done += 1
+    }
     var times: [Double] = []
     for _ in 0..<steps {
         let t0 = now()

@@ -66,6 +66,10 @@ enum Parallel {
         return try body()
     }
 
+    /// Chunk for whole-buffer passes (optimizer step, gradient sums): a fork-join costs a thread
+    /// wake-up, which on a busy host can exceed the work of a small model's whole buffer.
+    static let bulkChunk = 1 << 19
+
     /// Threads the element-wise kernels may use on this thread.
     static var threads: Int { isSerialThread ? 1 : ComputeThreads.count }
 

@@ -7,7 +7,7 @@ import CBLAS
 /// softmax for the backward. Causality is exploited by row blocks of `block` rows: block i only
 /// multiplies against keys 0..<end(i), which skips most of the upper triangle.
 enum Attention {
-    static let block = 64
+    static let block = 32
 
     struct Shape {
         let batch, length, width, heads: Int
@@ -28,7 +28,7 @@ enum Attention {
             while r0 < T {
                 let r1 = min(r0 + block, T)
                 // p[r0..<r1, 0..<r1] (r1−r0, r1) = q[r0..<r1] (r1−r0, D) · k[0..<r1]ᵀ (D, r1) · scale
-                BLAS.gemm(transA: false, transB: true, m: r1 - r0, n: r1, k: D, alpha: s.scale,
+                BLAS.gemm(transA: false, transB: true, m: r1 - r0, n: r1, k: D, alpha: s.scale * log2e,
                           a: q + r0 * ld, lda: ld, b: k, ldb: ld, beta: 0, c: p + r0 * T, ldc: T)
                 for t in r0..<r1 { causalSoftmaxRow(p + t * T, valid: t + 1, stored: r1) }
                 // o[r0..<r1] (r1−r0, D) = p[r0..<r1, 0..<r1] · v[0..<r1] (r1, D)
@@ -97,6 +97,7 @@ enum Attention {
         }
     }
 
+    static let log2e: Float = 1.442_695_04
     static let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
     /// Softmax of row[0..<valid]; zeros in row[valid..<stored]. The ragged end of the causal row
@@ -106,7 +107,7 @@ enum Attention {
         let full = valid & ~15
         let padded = full == valid ? full : full + 16
         guard padded <= stored else {
-            let sum = Softmax.expRow(row, row, valid, minus: Softmax.rowMax(row, valid))
+            let sum = Softmax.expRow(row, row, valid, minus: Softmax.rowMax(row, valid), base2: true)
             Softmax.scaleRow(row, valid, by: 1 / sum)
             if stored > valid { (row + valid).update(repeating: 0, count: stored - valid) }
             return
@@ -119,9 +120,9 @@ enum Attention {
         let mx = hmax(m)
         var acc = F16()
         c = 0
-        while c < full { let e = vexp(load16(row + c) - mx); store16(e, row + c); acc += e; c += 16 }
+        while c < full { let e = vexp2(load16(row + c) - mx); store16(e, row + c); acc += e; c += 16 }
         if padded > full {
-            let e = vexp(load16(row + full) - mx).replacing(with: 0, where: outside)
+            let e = vexp2(load16(row + full) - mx).replacing(with: 0, where: outside)
             store16(e, row + full); acc += e
         }
         let inv = 1 / hsum(acc)

@@ -218,7 +218,7 @@ enum Elementwise {
     /// y (n) += x (n).
     static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count n: Int) {
         let xs = SharedPointer(x), ys = SharedPointer(y)
-        Parallel.forEach(n, chunk: 1 << 16) { range in
+        Parallel.forEach(n, chunk: Parallel.bulkChunk) { range in
             var i = range.lowerBound
             while i + 16 <= range.upperBound { store16(load16(ys.p + i) + load16(xs.p + i), ys.p + i); i += 16 }
             while i < range.upperBound { ys.p[i] += xs.p[i]; i += 1 }
@@ -322,23 +322,24 @@ enum Tanh: ActivationFunction {
 enum GELU: ActivationFunction {
     static let c: Float = 0.797_884_56 // √(2/π)
     static let k: Float = 0.044_715
+    // e^(−2u) = 2^(z·(a + b·z²)) with a = −2·log₂e·c, b = a·k: constants folded into one exp2.
+    static let a: Float = -2 * 1.442_695_04 * 0.797_884_56
+    static let b: Float = -2 * 1.442_695_04 * 0.797_884_56 * 0.044_715
+    // GELU'(z) = s + s(1 − s)·z·(2c + 6ck·z²), s = σ(2u)
+    static let d0: Float = 2 * 0.797_884_56
+    static let d1: Float = 6 * 0.797_884_56 * 0.044_715
 
-    @inline(__always) static func f(_ z: F4) -> F4 {
-        let u = c * (z + k * z * z * z)
-        return z / (1 + vexp4(-2 * u))
+    @inline(__always) static func sigmoid2u(_ z: F4, _ z2: F4) -> F4 {
+        1 / (1 + vexp2_4(z * (z2 * b + a)))
     }
 
-    @inline(__always) static func df(_ z: F4, _ a: F4) -> F4 {
-        let z2 = z * z
-        let u = c * (z + k * z2 * z)
-        let s = 1 / (1 + vexp4(-2 * u))
-        return s + 2 * z * s * (1 - s) * c * (1 + 3 * k * z2)
-    }
+    @inline(__always) static func f(_ z: F4) -> F4 { z * sigmoid2u(z, z * z) }
+
+    @inline(__always) static func df(_ z: F4, _ a: F4) -> F4 { valueAndDerivative(z).1 }
 
     @inline(__always) static func valueAndDerivative(_ z: F4) -> (F4, F4) {
         let z2 = z * z
-        let u = c * (z + k * z2 * z)
-        let s = 1 / (1 + vexp4(-2 * u))
-        return (z * s, s + 2 * z * s * (1 - s) * c * (1 + 3 * k * z2))
+        let s = sigmoid2u(z, z2)
+        return (z * s, s + s * (1 - s) * z * (z2 * d1 + d0))
     }
 }

@@ -1,6 +1,6 @@
 /// Timings of the element-wise kernels at the benchmark transformer's shapes, for
 /// `cohort-bench-compute --kernels` (where does the non-GEMM time go).
-public enum KernelBench {
+@_spi(Benchmarks) public enum KernelBench {
     public static func run(clock: () -> Double) -> [(String, Double)] {
         let N = 4096, C = 128
         let a = FlatBuffer(count: N * 4 * C), b = FlatBuffer(count: N * 4 * C), c = FlatBuffer(count: N * 4 * C)

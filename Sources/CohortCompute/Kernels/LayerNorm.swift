@@ -39,10 +39,12 @@ enum LayerNorm {
 
     /// dx (rows,cols) (+)= rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂⊙x̂)), dx̂ = dy⊙γ; dγ += Σ dy⊙x̂;
     /// dβ += Σ dy. `accumulate` adds into dx (a residual stream) instead of overwriting it.
+    /// `resultColumnSum` (cols) += Σ_r dx[r] of the final dx: the bias gradient of the branch that
+    /// consumes this residual gradient next, fused into this pass when running serially.
     static func backward(x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, mean: UnsafePointer<Float>,
                          rstd: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                          dgamma: UnsafeMutablePointer<Float>, dbeta: UnsafeMutablePointer<Float>,
-                         rows: Int, cols: Int, accumulate: Bool) {
+                         rows: Int, cols: Int, accumulate: Bool, resultColumnSum: UnsafeMutablePointer<Float>? = nil) {
         let xs = SharedPointer(x), gs = SharedPointer(gamma), ms = SharedPointer(mean), rs = SharedPointer(rstd)
         let dys = SharedPointer(dy), dxs = SharedPointer(dx)
         let full = cols & ~15
@@ -51,6 +53,7 @@ enum LayerNorm {
         // otherwise they get their own column-parallel pass below.
         let fused = Parallel.threads == 1 && full == cols
         let dgs = SharedPointer(dgamma), dbs = SharedPointer(dbeta)
+        let rcs = resultColumnSum.map(SharedPointer.init)
         Parallel.forEach(rows, chunk: Elementwise.rowChunk(cols)) { range in
             for r in range {
                 let xr = xs.p + r * cols, dyr = dys.p + r * cols, dxr = dxs.p + r * cols
@@ -78,6 +81,7 @@ enum LayerNorm {
                     if accumulate { v += load16(dxr + c) }
                     store16(v, dxr + c)
                     if fused {
+                        if let rcs { store16(load16(rcs.p + c) + v, rcs.p + c) }
                         let d = load16(dyr + c)
                         store16(load16(dgs.p + c) + d * xh, dgs.p + c)
                         store16(load16(dbs.p + c) + d, dbs.p + c)
@@ -93,6 +97,7 @@ enum LayerNorm {
             }
         }
         if fused { return }
+        if let resultColumnSum { Elementwise.columnSum(dx, rows: rows, cols: cols, into: resultColumnSum) }
         // Parameter gradients: columns in blocks across threads, rows summed in order.
         Parallel.forEach((cols + 15) / 16, chunk: 1) { range in
             for blk in range {

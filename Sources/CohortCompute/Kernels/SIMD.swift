@@ -11,10 +11,9 @@ typealias F16 = SIMD16<Float>
 @inline(__always) func store16(_ v: F16, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: F16.self)
 }
-/// Lane-wise max/min through compare + select: the stdlib's `pointwiseMax` is a scalar loop
+/// Lane-wise max through compare + select: the stdlib's `pointwiseMax` is a scalar loop
 /// (NaN rules per lane) and is not inlined, which made these kernels 5× slower.
 @inline(__always) func vmax(_ a: F16, _ b: F16) -> F16 { a.replacing(with: b, where: a .< b) }
-@inline(__always) func vmin(_ a: F16, _ b: F16) -> F16 { a.replacing(with: b, where: b .< a) }
 
 @inline(__always) func loadPartial(_ p: UnsafePointer<Float>, _ n: Int, pad: Float = 0) -> F16 {
     var v = F16(repeating: pad)
@@ -63,6 +62,28 @@ typealias F4 = SIMD4<Float>
 
 @inline(__always) func vexp(_ x: F16) -> F16 { quarters(x, vexp4) }
 
+@inline(__always) func vexp2(_ x: F16) -> F16 { quarters(x, vexp2_4) }
+
+/// 2^y for each lane, y clamped to [-126, 127]: y = n + r, |r| ≤ ½, degree-6 polynomial for 2^r.
+/// For callers that fold log₂e into their own constants (GELU), saving the reduction's multiplies;
+/// relative error grows to ~|y|·6e-8.
+@inline(__always) func vexp2_4(_ y: F4) -> F4 {
+    let lo = F4(repeating: -126), hi = F4(repeating: 127)
+    var yc = y.replacing(with: lo, where: y .< lo)
+    yc = yc.replacing(with: hi, where: yc .> hi)
+    let magic = F4(repeating: 12_582_912)
+    let t = yc + magic
+    let r = yc - (t - magic)
+    var p = r * 1.540_353_0e-4 + 1.333_355_8e-3
+    p = p * r + 9.618_129e-3
+    p = p * r + 5.550_411e-2
+    p = p * r + 0.240_226_51
+    p = p * r + 0.693_147_18
+    p = p * r + 1
+    let bits = unsafeBitCast(t, to: SIMD4<Int32>.self) &- 0x4B40_0000 &+ 127
+    return p * unsafeBitCast(bits &<< 23, to: F4.self)
+}
+
 /// tanh for each lane through e^(-2|x|): tanh|x| = (1 − e)/(1 + e), sign restored.
 @inline(__always) func vtanh4(_ x: F4) -> F4 {
     let neg = x .< 0
@@ -72,7 +93,6 @@ typealias F4 = SIMD4<Float>
     return t.replacing(with: -t, where: neg)
 }
 
-@inline(__always) func vtanh(_ x: F16) -> F16 { quarters(x, vtanh4) }
 
 /// Sum of lanes in a fixed order (pairwise), so reductions are reproducible.
 @inline(__always) func hsum(_ v: F16) -> Float {

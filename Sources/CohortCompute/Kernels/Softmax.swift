@@ -15,13 +15,20 @@ enum Softmax {
 
     /// y[c] = e^(x[c] − mx) for c < n; returns Σ y in a fixed order. `y` may alias `x`.
     @inline(__always)
-    static func expRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, minus mx: Float) -> Float {
+    /// With `base2` the row holds x·log₂e and y = 2^(x − mx).
+    static func expRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, minus mx: Float,
+                       base2: Bool = false) -> Float {
         var s = F16()
         var c = 0
-        while c + 16 <= n { let e = vexp(load16(x + c) - mx); store16(e, y + c); s += e; c += 16 }
+        while c + 16 <= n {
+            let v = load16(x + c) - mx
+            let e = base2 ? vexp2(v) : vexp(v)
+            store16(e, y + c); s += e; c += 16
+        }
         var sum = hsum(s)
         if c < n {
-            let e = vexp(loadPartial(x + c, n - c) - mx)
+            let v = loadPartial(x + c, n - c) - mx
+            let e = base2 ? vexp2(v) : vexp(v)
             storePartial(e, y + c, n - c)
             for i in 0..<(n - c) { sum += e[i] }
         }

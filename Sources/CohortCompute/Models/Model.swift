@@ -11,6 +11,13 @@ public struct StepResult: Sendable, Hashable {
     public var count: Int
     /// Examples in the batch (the weight n_i a coordinator gives this contribution).
     public var examples: Int
+
+    public init(loss: Float, correct: Int, count: Int, examples: Int) {
+        self.loss = loss
+        self.correct = correct
+        self.count = count
+        self.examples = examples
+    }
 }
 
 /// The result of `evaluate`: sums, so that several batches or workers can be combined.
@@ -72,8 +79,8 @@ public final class Model {
         parameterTable = layout.table
         parameters = FlatBuffer(count: layout.count)
         gradients = FlatBuffer(count: layout.count)
-        // One generator per tensor, seeded from (seed, tensor index): adding a tensor later does
-        // not change how the others start.
+        // One generator per tensor, seeded from (seed, tensor index): a tensor's initial values
+        // depend only on the seed and its place in the table, not on the tensors' sizes.
         for (i, info) in layout.table.enumerated() {
             var rng = Xoshiro256(seed: seed ^ splitMix64(UInt64(i) &+ 0x5EED))
             inits[i].fill(parameters.baseAddress + info.offset, count: info.count, rng: &rng)
@@ -117,19 +124,19 @@ public final class Model {
         let predictions = B * network.predictionsPerExample(batch)
         let scale = 1 / Float(predictions)
         let parts = min(ComputeThreads.count, B / network.minimumExamplesPerThread)
-        let r: RunResult = batch.withView { view in
+        let r: RunResult = try batch.withView { view in
             if parts <= 1 {
                 return network.pass(view, examples: 0..<B, parameters: parameters.baseAddress, gradients: gradients.baseAddress,
                                     train: true, gradientScale: scale, seed: dropoutSeed)
             }
-            return dataParallel(view, batch: B, parts: parts, scale: scale, seed: dropoutSeed)
+            return try dataParallel(view, batch: B, parts: parts, scale: scale, seed: dropoutSeed)
         }
         return StepResult(loss: Float(r.lossSum / Double(r.count)), correct: r.correct, count: r.count, examples: B)
     }
 
-    private func dataParallel(_ view: BatchView, batch B: Int, parts: Int, scale: Float, seed: UInt64) -> RunResult {
+    private func dataParallel(_ view: BatchView, batch B: Int, parts: Int, scale: Float, seed: UInt64) throws -> RunResult {
         while replicas.count < parts - 1 {
-            replicas.append(network.replica())
+            replicas.append(try network.replica())
             replicaGradients.append(FlatBuffer(count: parameterCount))
         }
         for g in replicaGradients.prefix(parts - 1) { g.zero() }
@@ -138,7 +145,7 @@ public final class Model {
         defer { results.deallocate() }
         let work = ReplicaWork(networks: [network] + replicas.prefix(parts - 1),
                                gradients: [gradients] + replicaGradients.prefix(parts - 1),
-                               parameters: parameters, view: view, results: results, batch: B, parts: parts)
+                               parameters: parameters, view: view, results: results)
         let threads = ComputeThreads.count
         openblas_set_num_threads(1)
         DispatchQueue.concurrentPerform(iterations: parts) { i in
@@ -185,8 +192,6 @@ private struct ReplicaWork: @unchecked Sendable {
     let parameters: FlatBuffer
     let view: BatchView
     let results: UnsafeMutablePointer<RunResult>
-    let batch: Int
-    let parts: Int
 }
 
 /// Raw pointers into a `Batch`'s arrays, valid inside `Batch.withView`.
@@ -199,16 +204,16 @@ struct BatchView: @unchecked Sendable {
 }
 
 extension Batch {
-    func withView<R>(_ body: (BatchView) -> R) -> R {
+    func withView<R>(_ body: (BatchView) throws -> R) rethrows -> R {
         switch self {
         case let .classification(features, width, labels):
-            return features.withUnsafeBufferPointer { f in
-                labels.withUnsafeBufferPointer { l in
-                    body(BatchView(features: f.baseAddress, labels: l.baseAddress, width: width))
+            return try features.withUnsafeBufferPointer { f in
+                try labels.withUnsafeBufferPointer { l in
+                    try body(BatchView(features: f.baseAddress, labels: l.baseAddress, width: width))
                 }
             }
         case let .sequences(tokens, length):
-            return tokens.withUnsafeBufferPointer { t in body(BatchView(tokens: t.baseAddress, length: length)) }
+            return try tokens.withUnsafeBufferPointer { t in try body(BatchView(tokens: t.baseAddress, length: length)) }
         }
     }
 }
@@ -245,13 +250,14 @@ enum Network {
         }
     }
 
-    /// A network with the same layout and its own workspace.
-    func replica() -> Network {
+    /// A network with the same layout and its own workspace. The description was validated
+    /// when `self` was built, so building it again cannot throw.
+    func replica() throws -> Network {
         var layout = ParameterLayout()
         var inits: [Initialiser] = []
         switch self {
-        case let .mlp(n): return .mlp(try! MLPNetwork(n.d, layout: &layout, inits: &inits))
-        case let .transformer(n): return .transformer(try! TransformerNetwork(n.d, layout: &layout, inits: &inits))
+        case let .mlp(n): return .mlp(try MLPNetwork(n.d, layout: &layout, inits: &inits))
+        case let .transformer(n): return .transformer(try TransformerNetwork(n.d, layout: &layout, inits: &inits))
         }
     }
 

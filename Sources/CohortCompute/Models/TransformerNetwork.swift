@@ -67,7 +67,7 @@ final class TransformerNetwork {
         var ln1, mean1, rstd1, qkv, probs, att, x1, ln2, mean2, rstd2, fc, gelu, x2: UnsafeMutablePointer<Float>
         var maskA, maskM: UnsafeMutablePointer<Float>?
     }
-    private var capacityTokens = 0, capacityBatch = 0
+    private var capacityBatch = 0
     private var arena = Arena(capacity: 0)
     private var acts: [Activations] = []
     private var x0: UnsafeMutablePointer<Float>?, mask0: UnsafeMutablePointer<Float>?
@@ -105,7 +105,6 @@ final class TransformerNetwork {
         tmp = arena.take(Nc * C); dres = arena.take(Nc * C); dtmp = arena.take(Nc * C)
         dqkv = arena.take(Nc * 3 * C); dfc = arena.take(Nc * 4 * C); dscratch = arena.take(TT)
         targets = [Int32](repeating: 0, count: Nc)
-        capacityTokens = Nc
         capacityBatch = B
     }
 
@@ -214,15 +213,20 @@ final class TransformerNetwork {
         // dW_head (V, C) += dlogitsᵀ (V, N) · lnf (N, C); dlnf (N, C) = dlogits (N, V) · W_head (V, C)
         BLAS.gemm(transA: true, transB: false, m: V, n: C, k: N, a: logits!, lda: V, b: lnf!, ldb: C, beta: 1, c: G + headw, ldc: C)
         BLAS.gemm(transA: false, transB: false, m: N, n: C, k: V, a: logits!, lda: V, b: P + headw, ldb: C, beta: 0, c: dtmp, ldc: C)
+        // Without dropout a residual gradient is also the next branch's output gradient, so each
+        // LayerNorm backward sums it into that branch's bias gradient on the way.
         LayerNorm.backward(x: x, gamma: P + normw, mean: meanf!, rstd: rstdf!, dy: dtmp, dx: dres,
-                           dgamma: G + normw, dbeta: G + normb, rows: N, cols: C, accumulate: false)
+                           dgamma: G + normw, dbeta: G + normb, rows: N, cols: C, accumulate: false,
+                           resultColumnSum: drop ? nil : G + blocks[L - 1].fc2b)
         for l in stride(from: L - 1, through: 0, by: -1) {
             let w = blocks[l], a = acts[l]
             let xin = l == 0 ? UnsafePointer(x0) : UnsafePointer(acts[l - 1].x2)
             // MLP branch: dres is dL/dx2; the branch output's gradient is dres ⊙ mask.
             var dbranch = UnsafePointer(dres)
-            if drop { Elementwise.multiply(dres, a.maskM!, into: dtmp, count: N * C); dbranch = UnsafePointer(dtmp) }
-            Elementwise.columnSum(dbranch, rows: N, cols: C, into: G + w.fc2b)
+            if drop {
+                Elementwise.multiply(dres, a.maskM!, into: dtmp, count: N * C); dbranch = UnsafePointer(dtmp)
+                Elementwise.columnSum(dbranch, rows: N, cols: C, into: G + w.fc2b)
+            }
             // dW_2 (C, 4C) += dbranchᵀ (C, N) · gelu (N, 4C); dgelu (N, 4C) = dbranch (N, C) · W_2 (C, 4C)
             BLAS.gemm(transA: true, transB: false, m: C, n: 4 * C, k: N, a: dbranch, lda: C, b: a.gelu, ldb: 4 * C,
                       beta: 1, c: G + w.fc2w, ldc: 4 * C)
@@ -236,11 +240,14 @@ final class TransformerNetwork {
             BLAS.gemm(transA: false, transB: false, m: N, n: C, k: 4 * C, a: dfc, lda: 4 * C, b: P + w.fcw, ldb: C,
                       beta: 0, c: dtmp, ldc: C)
             LayerNorm.backward(x: a.x1, gamma: P + w.ln2w, mean: a.mean2, rstd: a.rstd2, dy: dtmp, dx: dres,
-                               dgamma: G + w.ln2w, dbeta: G + w.ln2b, rows: N, cols: C, accumulate: true)
+                               dgamma: G + w.ln2w, dbeta: G + w.ln2b, rows: N, cols: C, accumulate: true,
+                               resultColumnSum: drop ? nil : G + w.projb)
             // Attention branch: dres is now dL/dx1.
             dbranch = UnsafePointer(dres)
-            if drop { Elementwise.multiply(dres, a.maskA!, into: dtmp, count: N * C); dbranch = UnsafePointer(dtmp) }
-            Elementwise.columnSum(dbranch, rows: N, cols: C, into: G + w.projb)
+            if drop {
+                Elementwise.multiply(dres, a.maskA!, into: dtmp, count: N * C); dbranch = UnsafePointer(dtmp)
+                Elementwise.columnSum(dbranch, rows: N, cols: C, into: G + w.projb)
+            }
             // dW_proj (C, C) += dbranchᵀ · att; datt (N, C) = dbranch · W_proj, into tmp
             BLAS.gemm(transA: true, transB: false, m: C, n: C, k: N, a: dbranch, lda: C, b: a.att, ldb: C,
                       beta: 1, c: G + w.projw, ldc: C)
@@ -254,7 +261,8 @@ final class TransformerNetwork {
             BLAS.gemm(transA: false, transB: false, m: N, n: C, k: 3 * C, a: dqkv, lda: 3 * C, b: P + w.qkvw, ldb: C,
                       beta: 0, c: dtmp, ldc: C)
             LayerNorm.backward(x: xin, gamma: P + w.ln1w, mean: a.mean1, rstd: a.rstd1, dy: dtmp, dx: dres,
-                               dgamma: G + w.ln1w, dbeta: G + w.ln1b, rows: N, cols: C, accumulate: true)
+                               dgamma: G + w.ln1w, dbeta: G + w.ln1b, rows: N, cols: C, accumulate: true,
+                               resultColumnSum: drop || l == 0 ? nil : G + blocks[l - 1].fc2b)
         }
         var demb = UnsafePointer(dres)
         if drop { Elementwise.multiply(dres, mask0!, into: dtmp, count: N * C); demb = UnsafePointer(dtmp) }

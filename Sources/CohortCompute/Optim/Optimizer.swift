@@ -84,7 +84,7 @@ public enum Optimizer: Sendable, Hashable, Codable {
         // Element-wise, so splitting the range across threads changes no result.
         let ps = SharedPointer(p), gs = SharedPointer(g), ss = state.baseAddress.map(SharedPointer.init)
         let base = range.lowerBound
-        Parallel.forEach(range.count, chunk: 1 << 16) { part in
+        Parallel.forEach(range.count, chunk: Parallel.bulkChunk) { part in
             let r = (base + part.lowerBound)..<(base + part.upperBound)
             switch self {
             case let .sgd(s):
