@@ -1,3 +1,4 @@
+import CohortSpec
 import CohortStore
 import CohortTransport
 import CohortWire
@@ -26,7 +27,7 @@ public struct CoordinatorSettings: Sendable {
     public init(dataDirectory: String, address: CoordinatorAddress = CoordinatorAddress(host: "127.0.0.1"),
                 bindHost: String = "*", plaintext: Bool = false, registry: Registry = Registry(),
                 tickMilliseconds: Int = 500, maxMessageBytes: Int = 16 << 20,
-                parseSpec: @escaping @Sendable (String, String) throws -> NewJob) {
+                parseSpec: @escaping @Sendable (String, String) throws -> NewJob = CoordinatorSettings.jobSpecParser) {
         self.dataDirectory = dataDirectory
         self.address = address
         apiEndpoint = "tcp://\(bindHost):\(address.port)"
@@ -37,6 +38,18 @@ public struct CoordinatorSettings: Sendable {
         self.tickMilliseconds = tickMilliseconds
         self.maxMessageBytes = maxMessageBytes
         self.parseSpec = parseSpec
+    }
+
+    /// A submitted spec, validated by CohortSpec, becomes the job the store keeps.
+    public static let jobSpecParser: @Sendable (String, String) throws -> NewJob = { yaml, owner in
+        let spec: JobSpec
+        do { spec = try JobSpec.parse(yaml: yaml, source: "job spec") } catch let e as SpecError {
+            throw SpecRejected(problems: e.problems.map(\.description))
+        }
+        return NewJob(name: spec.name, owner: owner, spec: yaml, priority: spec.cluster.priority,
+                      minWorkers: spec.cluster.minWorkers, maxWorkers: spec.cluster.maxWorkers,
+                      institutions: spec.cluster.institutions, minCores: spec.cluster.minCores,
+                      minMemoryBytes: Int64(spec.cluster.minMemoryGiB * Double(1 << 30)), totalSteps: spec.training.steps)
     }
 
     public var databasePath: String { dataDirectory + "/state.sqlite" }

@@ -46,8 +46,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         var settings = CoordinatorSettings(
             dataDirectory: dataDir, address: advertised, plaintext: plaintext || (file.plaintext ?? false),
             registry: Registry(heartbeatInterval: heartbeatInterval ?? file.heartbeatInterval ?? 1,
-                               missedHeartbeats: missedHeartbeats ?? file.missedHeartbeats ?? 5),
-            parseSpec: Self.parseSpec)
+                               missedHeartbeats: missedHeartbeats ?? file.missedHeartbeats ?? 5))
         let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind
         settings.apiEndpoint = "tcp://\(bindHost):\(listenAddress.port)"
         settings.controlEndpoint = "tcp://\(bindHost):\(listenAddress.port + 1)"
@@ -58,18 +57,6 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let group = ServiceGroup(services: [CoordinatorService(settings: settings, logger: logger)],
                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
-    }
-
-    /// A submitted spec, validated by CohortSpec, becomes the job the store keeps.
-    static let parseSpec: @Sendable (String, String) throws -> NewJob = { yaml, owner in
-        let spec: JobSpec
-        do { spec = try JobSpec.parse(yaml: yaml, source: "job spec") } catch let e as SpecError {
-            throw SpecRejected(problems: e.problems.map(\.description))
-        }
-        return NewJob(name: spec.name, owner: owner, spec: yaml, priority: spec.cluster.priority,
-                      minWorkers: spec.cluster.minWorkers, maxWorkers: spec.cluster.maxWorkers,
-                      institutions: spec.cluster.institutions, minCores: spec.cluster.minCores,
-                      minMemoryBytes: Int64(spec.cluster.minMemoryGiB * Double(1 << 30)), totalSteps: spec.training.steps)
     }
 }
 

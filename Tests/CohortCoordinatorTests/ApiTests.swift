@@ -8,19 +8,15 @@ import TestSupport
 import CohortTransport
 import CohortWire
 
-/// A tiny spec format for these tests (the real YAML spec is CohortSpec's): `key: value` lines.
-let testSpecParser: @Sendable (String, String) throws -> NewJob = { yaml, owner in
-    var fields: [String: String] = [:]
-    for line in yaml.split(separator: "\n") {
-        let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-        if parts.count == 2 { fields[parts[0]] = parts[1] }
-    }
-    var problems: [String] = []
-    let minWorkers = Int(fields["min-workers"] ?? "1") ?? -1
-    if minWorkers < 1 { problems.append("min-workers: must be a positive integer, got \(fields["min-workers"] ?? "")") }
-    if fields["name"] == nil { problems.append("name: required") }
-    if !problems.isEmpty { throw SpecRejected(problems: problems) }
-    return NewJob(name: fields["name"]!, owner: owner, spec: yaml, minWorkers: minWorkers, maxWorkers: minWorkers)
+/// A real job spec (CohortSpec's YAML) of `name` that needs `minWorkers` workers.
+func spec(_ name: String, minWorkers: Int = 1) -> String {
+    """
+    name: \(name)
+    model: {kind: mlp, hidden: [16]}
+    data: {dataset: digits}
+    training: {steps: 10, global-batch-size: 16}
+    cluster: {min-workers: \(minWorkers)}
+    """
 }
 
 /// A coordinator on loopback with CURVE on, and a client key the tests use.
@@ -56,7 +52,7 @@ final class TestCoordinator: @unchecked Sendable { // used from one test's threa
         for _ in 0..<20 {
             let port = Int.random(in: 20_000...60_000)
             let s = CoordinatorSettings(dataDirectory: dir, address: CoordinatorAddress(host: "127.0.0.1", port: port),
-                                        bindHost: "127.0.0.1", registry: registry, tickMilliseconds: 100, parseSpec: testSpecParser)
+                                        bindHost: "127.0.0.1", registry: registry, tickMilliseconds: 100)
             do { return (try RunningCoordinator.start(s, logger: Logger(label: "test")), s) } catch { lastError = error }
         }
         throw lastError!
@@ -113,12 +109,12 @@ struct ApiTests {
         let c = try TestCoordinator()
         try await onDedicatedThread {
             let client = try c.client()
-            let submitted = try client.submit(spec: "name: digits\nmin-workers: 2", requestId: "r1")
+            let submitted = try client.submit(spec: spec("digits", minWorkers: 2), requestId: "r1")
             #expect(submitted.created)
             let waiting = try client.status(job: submitted.job.id).job
             #expect(waiting.state == "waiting")
             #expect(waiting.reason == "needs 2 workers, 0 idle fit: no worker has registered yet")
-            let retried = try client.submit(spec: "name: digits\nmin-workers: 2", requestId: "r1")
+            let retried = try client.submit(spec: spec("digits", minWorkers: 2), requestId: "r1")
             #expect(!retried.created && retried.job.id == submitted.job.id)
             #expect(try client.jobs().count == 1)
 
@@ -140,7 +136,7 @@ struct ApiTests {
         try await onDedicatedThread {
             let client = try c.client()
             let worker = try c.worker("pku-01")
-            let id = try client.submit(spec: "name: a", requestId: "x").job.id
+            let id = try client.submit(spec: spec("a"), requestId: "x").job.id
             #expect(try eventually { try client.status(job: id).job.state == "running" })
             let cancelled = try client.cancel(job: id)
             #expect(cancelled.state == "cancelled")
@@ -161,10 +157,13 @@ struct ApiTests {
             #expect(notFound?.description == "job 4242 does not exist")
             #expect(notFound?.exitCode == 3)
 
-            let badSpec = #expect(throws: ClientError.self) { try client.submit(spec: "min-workers: -3", requestId: "b") }
+            let badSpec = #expect(throws: ClientError.self) {
+                try client.submit(spec: "name: x\ntraining: {steps: -3}\ncluster: {min-workers: 0}", requestId: "b")
+            }
             #expect(badSpec?.exitCode == 2)
-            #expect(badSpec?.description.contains("min-workers: must be a positive integer, got -3") == true)
-            #expect(badSpec?.description.contains("name: required") == true)
+            #expect(badSpec?.description.contains("training.steps") == true)
+            #expect(badSpec?.description.contains("cluster.min-workers") == true)
+            #expect(badSpec?.description.contains("model") == true, "every problem at once")
 
             let badState = #expect(throws: ClientError.self) { try client.jobs(state: "sleeping") }
             #expect(badState?.description.contains("unknown state `sleeping`") == true)
@@ -208,7 +207,7 @@ struct ApiTests {
         try await onDedicatedThread {
             let client = try c.client()
             var worker: Socket? = try c.worker("pku-01")
-            let id = try client.submit(spec: "name: a", requestId: "x").job.id
+            let id = try client.submit(spec: spec("a"), requestId: "x").job.id
             #expect(try eventually { try client.status(job: id).job.state == "running" })
             worker = nil // it stops heartbeating
             #expect(try eventually { try client.status(job: id).job.state == "waiting" })
@@ -249,7 +248,7 @@ struct ApiTests {
         let dir = try TestSupport.temporaryDirectory("restart").path
         let id = try await onDedicatedThread {
             let first = try TestCoordinator(dataDirectory: dir)
-            return try first.client().submit(spec: "name: kept", requestId: "k").job.id
+            return try first.client().submit(spec: spec("kept"), requestId: "k").job.id
         } // the first coordinator stops here
         let again = try TestCoordinator(dataDirectory: dir)
         try await onDedicatedThread {

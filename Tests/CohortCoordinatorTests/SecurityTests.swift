@@ -14,7 +14,7 @@ struct SecurityTests {
         try await onDedicatedThread {
             let stranger = try c.client(keys: try CurveKeyPair.generate())
             #expect(try stranger.hello().publicKey == c.serverKey.z85, "hello is open to every caller")
-            for call in [{ _ = try stranger.jobs() }, { _ = try stranger.submit(spec: "name: x", requestId: "1") },
+            for call in [{ _ = try stranger.jobs() }, { _ = try stranger.submit(spec: spec("x"), requestId: "1") },
                          { _ = try stranger.workers() }] {
                 let error = #expect(throws: ClientError.self) { try call() }
                 #expect(error?.description.contains("may only redeem a join token") == true)
@@ -26,7 +26,7 @@ struct SecurityTests {
 
             let keys = try c.enrolled("researcher", at: "pku", name: "alice")
             let alice = try c.client(keys: keys)
-            #expect(try alice.submit(spec: "name: mine", requestId: "a").job.owner == "alice")
+            #expect(try alice.submit(spec: spec("mine"), requestId: "a").job.owner == "alice")
         }
     }
 
@@ -80,8 +80,8 @@ struct SecurityTests {
         try await onDedicatedThread {
             let alice = try c.client(keys: try c.enrolled("researcher", name: "alice"))
             let bob = try c.client(keys: try c.enrolled("researcher", name: "bob"))
-            let id = try alice.submit(spec: "name: a", requestId: "1").job.id
-            _ = try bob.submit(spec: "name: b", requestId: "1")
+            let id = try alice.submit(spec: spec("a"), requestId: "1").job.id
+            _ = try bob.submit(spec: spec("b"), requestId: "1")
             #expect(try bob.jobs().map(\.owner) == ["bob"])
             let cancel = #expect(throws: ClientError.self) { try bob.cancel(job: id) }
             #expect(cancel?.description == "job \(id) belongs to alice; researchers see and cancel only their own jobs")
@@ -94,10 +94,10 @@ struct SecurityTests {
     @Test func anOperatorReadsEverythingButCannotSubmitOrCancel() async throws {
         let c = try TestCoordinator()
         try await onDedicatedThread {
-            let id = try c.client().submit(spec: "name: a", requestId: "1").job.id
+            let id = try c.client().submit(spec: spec("a"), requestId: "1").job.id
             let carol = try c.client(keys: try c.enrolled("operator", name: "carol"))
             #expect(try carol.status(job: id).job.name == "a")
-            let submit = #expect(throws: ClientError.self) { try carol.submit(spec: "name: x", requestId: "2") }
+            let submit = #expect(throws: ClientError.self) { try carol.submit(spec: spec("x"), requestId: "2") }
             #expect(submit?.description == "carol (operator) may not call `submit` on the api endpoint")
             #expect(throws: ClientError.self) { try carol.cancel(job: id) }
             #expect(throws: ClientError.self) { try carol.call(ApiMethod.token, TokenRequest(institution: "x", role: "worker", ttlSeconds: 9), as: TokenReply.self) }
