@@ -212,16 +212,8 @@ extension CoordinatorLoop {
         let dir = URL(fileURLWithPath: settings.dataDirectory).appendingPathComponent("checkpoints/job-\(run.job)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let url = dir.appendingPathComponent("step-\(state.step).safetensors")
-        let model = state.model
-        let layout = model.parameterTable.map { Safetensors.Entry(name: $0.name, shape: $0.shape, offset: $0.offset) }
-        var groups = [Safetensors.Group(prefix: "", buffer: UnsafeBufferPointer(model.parameters.buffer), layout: layout)]
-        let n = model.parameterCount
-        for slot in 0..<state.optimizer.stateSlots {
-            let slice = UnsafeBufferPointer(rebasing: UnsafeBufferPointer(state.optimizerState.buffer)[(slot * n)..<((slot + 1) * n)])
-            groups.append(Safetensors.Group(prefix: "optimizer.\(slot).", buffer: slice, layout: layout))
-        }
-        try Safetensors.write(to: url, groups: groups,
-                              metadata: CheckpointMetadata.make(step: state.step, model: model.modelDescription, extra: ["job": "\(run.job)"]))
+        try ModelCheckpoint.write(to: url, model: state.model, optimizer: state.optimizer, state: state.optimizerState,
+                                  step: state.step, extra: ["job": "\(run.job)", "dataset": run.spec.data.dataset])
         let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
         try store.recordCheckpoint(job: run.job, step: state.step, path: url.path, bytes: bytes)
         // Keep the newest few.
@@ -244,17 +236,9 @@ extension CoordinatorLoop {
         guard let description = try CheckpointMetadata.model(file.metadata) else { return nil }
         let spec = try JobSpec.parse(yaml: try store.job(job).spec, source: "job \(job)")
         let model = try Model(description, seed: spec.seed)
-        let optimizer = JobRun.optimizer(spec.optimizer)
+        let optimizer = spec.optimizer.computeOptimizer
         let state = optimizer.makeState(parameterCount: model.parameterCount)
-        let layout = model.parameterTable.map { Safetensors.Entry(name: $0.name, shape: $0.shape, offset: $0.offset) }
-        var groups = [Safetensors.MutableGroup(prefix: "", buffer: model.parameters.buffer, layout: layout)]
-        let n = model.parameterCount
-        for slot in 0..<optimizer.stateSlots {
-            groups.append(Safetensors.MutableGroup(prefix: "optimizer.\(slot).",
-                                                   buffer: UnsafeMutableBufferPointer(rebasing: state.buffer[(slot * n)..<((slot + 1) * n)]),
-                                                   layout: layout))
-        }
-        try Safetensors.read(from: url, into: groups)
+        try ModelCheckpoint.read(from: url, into: model, optimizer: optimizer, state: state)
         logger.notice("resuming from checkpoint", metadata: ["job.id": "\(job)", "step": "\(step)", "path": "\(path)"])
         return JobRun.TrainingState(model: model, optimizer: optimizer, optimizerState: state, step: step)
     }

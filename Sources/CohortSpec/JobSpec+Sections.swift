@@ -124,3 +124,13 @@ extension JobSpec {
         return optimizer
     }
 }
+
+extension JobSpec.Optimizer {
+    /// The compute core's optimizer for these settings.
+    public var computeOptimizer: Optimizer {
+        switch kind {
+        case .sgd: return .sgd(.init(momentum: momentum, nesterov: nesterov, weightDecay: weightDecay))
+        case .adamw: return .adamW(.init(beta1: betas.0, beta2: betas.1, epsilon: eps, weightDecay: weightDecay))
+        }
+    }
+}

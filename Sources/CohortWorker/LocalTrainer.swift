@@ -45,18 +45,11 @@ public final class LocalTrainer {
         train = try Dataset.load(manifest, split: .train, context: context)
         test = try Dataset.load(manifest, split: .test, context: context)
         model = try Model(description, seed: spec.seed)
-        optimizer = Self.optimizer(spec.optimizer)
+        optimizer = spec.optimizer.computeOptimizer
         try optimizer.validate()
         optimizerState = optimizer.makeState(parameterCount: model.parameterCount)
         sampler = try Sampler(seed: spec.seed, datasetSize: train.count, globalBatchSize: spec.training.globalBatchSize)
         self.checkpointDirectory = checkpointDirectory
-    }
-
-    static func optimizer(_ o: JobSpec.Optimizer) -> Optimizer {
-        switch o.kind {
-        case .sgd: return .sgd(.init(momentum: o.momentum, nesterov: o.nesterov, weightDecay: o.weightDecay))
-        case .adamw: return .adamW(.init(beta1: o.betas.0, beta2: o.betas.1, epsilon: o.eps, weightDecay: o.weightDecay))
-        }
     }
 
     /// Runs every step, evaluating every `eval-every` steps and after the last, and writes a
@@ -120,20 +113,9 @@ public final class LocalTrainer {
     func writeCheckpoint(step: Int) throws -> URL {
         try FileManager.default.createDirectory(at: checkpointDirectory, withIntermediateDirectories: true)
         let url = checkpointDirectory.appendingPathComponent("\(spec.name)-step\(step).safetensors")
-        let layout = model.parameterTable.map { Safetensors.Entry(name: $0.name, shape: $0.shape, offset: $0.offset) }
-        var groups = [Safetensors.Group(prefix: "", buffer: UnsafeBufferPointer(model.parameters.buffer), layout: layout)]
-        let n = model.parameterCount
-        let stateNames: [String] = switch optimizer {
-        case .sgd: optimizer.stateSlots == 0 ? [] : ["optimizer.momentum."]
-        case .adamW: ["optimizer.adam.m.", "optimizer.adam.v."]
-        }
-        for (slot, prefix) in stateNames.enumerated() {
-            let slice = UnsafeBufferPointer(rebasing: UnsafeBufferPointer(optimizerState.buffer)[(slot * n)..<((slot + 1) * n)])
-            groups.append(Safetensors.Group(prefix: prefix, buffer: slice, layout: layout))
-        }
         var extra = ["job": spec.name, "dataset": spec.data.dataset]
         if let vocabulary = manifest.vocabulary { extra["vocabulary"] = vocabulary.lastPathComponent }
-        try Safetensors.write(to: url, groups: groups, metadata: CheckpointMetadata.make(step: step, model: model.modelDescription, extra: extra))
+        try ModelCheckpoint.write(to: url, model: model, optimizer: optimizer, state: optimizerState, step: step, extra: extra)
         return url
     }
 }

@@ -85,7 +85,7 @@ final class JobRun {
         }
         if state == nil || state!.model.modelDescription != description {
             let model = try Model(description, seed: spec.seed)
-            let optimizer = Self.optimizer(spec.optimizer)
+            let optimizer = spec.optimizer.computeOptimizer
             state = TrainingState(model: model, optimizer: optimizer, optimizerState: optimizer.makeState(parameterCount: model.parameterCount), step: 0)
         }
         let layout = ShardLayout(parameterCount: state!.model.parameterCount, shardElements: shardElements)
@@ -93,13 +93,6 @@ final class JobRun {
         aggregator!.begin(step: UInt64(state!.step), members: Set(members))
         phase = state!.step >= steps ? .finishing : .training
         stepStartedAt = Date()
-    }
-
-    static func optimizer(_ o: JobSpec.Optimizer) -> Optimizer {
-        switch o.kind {
-        case .sgd: return .sgd(.init(momentum: o.momentum, nesterov: o.nesterov, weightDecay: o.weightDecay))
-        case .adamw: return .adamW(.init(beta1: o.betas.0, beta2: o.betas.1, epsilon: o.eps, weightDecay: o.weightDecay))
-        }
     }
 
     /// Sends parameter shard k, the parameters for computing step `step`, to every member,
