@@ -11,14 +11,14 @@ struct JobSpecTests {
         let spec = try JobSpec.load(path: Self.examples.appendingPathComponent("poems-transformer.yaml").path)
         #expect(spec.name == "poems-transformer")
         guard case let .transformer(t) = spec.model else { Issue.record("not a transformer"); return }
-        #expect(t.vocabulary == .auto && t.context == 64 && t.width == 128 && t.layers == 2 && t.heads == 4 && t.dropout == 0.1)
+        #expect(t.vocabulary == .auto && t.context == 64 && t.width == 64 && t.layers == 2 && t.heads == 4 && t.dropout == 0.2)
         #expect(spec.data == .init(dataset: "poems", sharding: .shared))
         #expect(spec.optimizer.kind == .adamw && spec.optimizer.lr == 0.003)
         #expect(spec.optimizer.betas == (0.9, 0.99) && spec.optimizer.eps == 1e-8)
         #expect(spec.optimizer.weightDecay == 0.1 && spec.optimizer.clipNorm == 1)
-        #expect(spec.schedule.kind == .cosine && spec.schedule.warmupSteps == 100 && spec.schedule.minLR == 0.0003)
-        #expect(spec.training == .init(steps: 2000, globalBatchSize: 32))
-        #expect(spec.evalEvery == 200 && spec.checkpointEvery == 500 && spec.seed == 42)
+        #expect(spec.schedule.kind == .cosine && spec.schedule.warmupSteps == 30 && spec.schedule.minLR == 0.0001)
+        #expect(spec.training == .init(steps: 300, globalBatchSize: 32))
+        #expect(spec.evalEvery == 50 && spec.checkpointEvery == 100 && spec.seed == 42)
     }
 
     @Test(arguments: ["digits-mlp.yaml", "fashion-mlp.yaml", "poems-transformer.yaml"])
