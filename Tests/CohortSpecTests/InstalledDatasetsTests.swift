@@ -46,7 +46,7 @@ struct InstalledDatasetsTests {
         guard case let .sequences(tokens, _) = poemsTrain.gather([0]) else { Issue.record("poems is not text"); return }
         #expect(vocabulary.decode(tokens).hasPrefix("《感遇・其一》\n作者：张九龄"))
         let spec = try JobSpec.load(path: TestSupport.packageRoot.appendingPathComponent("deploy/datasets/examples/poems-transformer.yaml").path)
-        #expect(try spec.modelDescription(dataset: poems) == .transformer(.init(vocabulary: vocabulary.count, context: 64, width: 128, layers: 2, heads: 4, dropout: 0.1)))
+        #expect(try spec.modelDescription(dataset: poems) == .transformer(.init(vocabulary: vocabulary.count, context: 64, width: 64, layers: 2, heads: 4, dropout: 0.2)))
 
         let fashion = try DatasetManifest.load(dataset: "fashion-mnist", dataRoot: root)
         #expect(fashion.featureWidth == 784 && fashion.classes == 10 && fashion.contentHash != nil)
