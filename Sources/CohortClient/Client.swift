@@ -167,6 +167,21 @@ extension Client {
         try call(ApiMethod.cancel, JobRequest(job: job), as: JobView.self)
     }
 
+    public func resume(job: Int64) throws(ClientError) -> JobView {
+        try call(ApiMethod.resume, JobRequest(job: job), as: JobView.self)
+    }
+
+    /// Streams the job's latest checkpoint to `write`, `chunk` bytes per request; returns the size.
+    public func download(job: Int64, chunk: Int = 4 << 20, write: ([UInt8]) throws -> Void) throws -> Int {
+        var offset = 0
+        while true {
+            let bytes = try callRaw(ApiMethod.download, DownloadRequest(job: job, offset: offset, length: chunk))
+            try write(bytes)
+            offset += bytes.count
+            if bytes.count < chunk { return offset }
+        }
+    }
+
     public func workers() throws(ClientError) -> [WorkerView] {
         try call(ApiMethod.workers, [String: String](), as: WorkersReply.self).workers
     }

@@ -39,7 +39,8 @@ enum Access {
         switch (endpoint, method) {
         case (.api, ApiMethod.hello): return [nil, .admin, .researcher, .operator, .worker]
         case (.api, ApiMethod.enroll): return [nil]
-        case (.api, ApiMethod.submit), (.api, ApiMethod.cancel): return [.admin, .researcher]
+        case (.api, ApiMethod.submit), (.api, ApiMethod.cancel), (.api, ApiMethod.resume): return [.admin, .researcher]
+        case (.api, ApiMethod.download): return [.admin, .researcher, .operator]
         case (.api, ApiMethod.jobs), (.api, ApiMethod.status), (.api, ApiMethod.events), (.api, ApiMethod.workers):
             return [.admin, .researcher, .operator]
         case (.api, ApiMethod.token), (.api, ApiMethod.revoke), (.api, ApiMethod.principals): return [.admin]

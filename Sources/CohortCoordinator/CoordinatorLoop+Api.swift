@@ -111,6 +111,31 @@ extension CoordinatorLoop {
             workersChanged = true // its workers are free for others
             schedule(now: Date())
             reply(socket, identity, request, try view(id))
+        case ApiMethod.resume:
+            let id = try body(JobRequest.self).job
+            guard try ownJob(id) else { return }
+            let job = try store.job(id)
+            guard job.state == .failed || job.state == .cancelled else {
+                return fail(socket, identity, request, .conflict, "job \(id) is \(job.state.rawValue); only a failed or cancelled job can be resumed")
+            }
+            let from = try suspended[id].map { "step \($0.step)" } ?? store.latestCheckpoint(job: id).map { "its checkpoint at step \($0.step)" } ?? "the start"
+            try store.transition(id, to: .queued, reason: "resumed by \(principal); continues from \(from)", actor: principal)
+            workersChanged = true
+            schedule(now: Date())
+            reply(socket, identity, request, try view(id))
+        case ApiMethod.download:
+            let d = try body(DownloadRequest.self)
+            guard try ownJob(d.job) else { return }
+            guard let (_, path) = try store.latestCheckpoint(job: d.job), let file = FileHandle(forReadingAtPath: path) else {
+                return fail(socket, identity, request, .notFound, "job \(d.job) has no checkpoint yet")
+            }
+            defer { try? file.close() }
+            guard d.offset >= 0, (1...(8 << 20)).contains(d.length) else {
+                return fail(socket, identity, request, .badRequest, "offset must be ≥ 0 and length from 1 to 8 MiB")
+            }
+            try file.seek(toOffset: UInt64(d.offset))
+            let chunk = try file.read(upToCount: d.length) ?? Data()
+            send(socket, to: identity, .apiReply(ApiReply(requestId: request.requestId, status: .ok, body: Array(chunk))))
         case ApiMethod.workers:
             reply(socket, identity, request, WorkersReply(workers: try store.workers().map(WorkerView.init)))
         case ApiMethod.events:

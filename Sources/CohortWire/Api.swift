@@ -60,6 +60,11 @@ extension ApiMethod {
     public static let cancel = "cancel"
     public static let workers = "workers"
     public static let events = "events"
+    /// The job's latest checkpoint, a chunk at a time: body `DownloadRequest`, reply body the raw
+    /// bytes (a chunk shorter than asked for is the last).
+    public static let download = "download"
+    /// A failed or cancelled job back to the queue; it continues from its last checkpoint.
+    public static let resume = "resume"
     /// Control endpoint: a worker announces itself and its capabilities.
     public static let register = "register"
 }
@@ -384,5 +389,16 @@ extension Notice {
 
     public func decodeBody<T: Decodable>(as type: T.Type) throws -> T {
         try JSONDecoder().decode(T.self, from: Data(body))
+    }
+}
+
+public struct DownloadRequest: Sendable, Hashable, Codable {
+    public var job: Int64
+    public var offset: Int
+    public var length: Int
+    public init(job: Int64, offset: Int, length: Int) {
+        self.job = job
+        self.offset = offset
+        self.length = length
     }
 }

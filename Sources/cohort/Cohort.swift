@@ -12,7 +12,7 @@ struct Cohort: AsyncParsableCommand {
             commands that researchers and operators use. See README.md and docs/.
             """,
         version: CohortVersion.string,
-        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, Submit.self, Jobs.self, Status.self, Watch.self, Cancel.self, Workers.self,
+        subcommands: [Train.self, CoordinatorCommand.self, WorkerCommand.self, Submit.self, Jobs.self, Status.self, Watch.self, Cancel.self, Resume.self, Download.self, Workers.self,
                       Events.self, Enroll.self, Admin.self, Keygen.self, Smoke.self])
 
     static func main() async {

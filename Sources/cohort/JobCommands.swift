@@ -181,3 +181,47 @@ struct Events: ParsableCommand {
         }
     }
 }
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Put a failed or cancelled job back in the queue; it continues from its last checkpoint.")
+    @Argument(help: "The job id.") var job: Int64
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        try options.withClient { client in
+            let j = try client.resume(job: job)
+            if options.json { return try options.printJSON(j) }
+            print("job \(j.id) \(j.state)" + (j.reason.map { ": \($0)" } ?? ""))
+        }
+    }
+}
+
+struct Download: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Download a job's model (its final or latest checkpoint, safetensors) in chunks.")
+    @Argument(help: "The job id.") var job: Int64
+    @Option(help: "Where to write the file (it is written to FILE.part, then renamed).") var out: String
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        let part = out + ".part"
+        guard FileManager.default.createFile(atPath: part, contents: nil), let file = FileHandle(forWritingAtPath: part) else {
+            throw ValidationError("cannot write \(part)")
+        }
+        var size = 0
+        do {
+            try options.withClient { client in
+                size = try client.download(job: job) { bytes in try file.write(contentsOf: bytes) }
+            }
+            try file.synchronize()
+            try file.close()
+            if FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
+            try FileManager.default.moveItem(atPath: part, toPath: out)
+        } catch {
+            try? file.close()
+            try? FileManager.default.removeItem(atPath: part)
+            throw error
+        }
+        print("wrote \(out) (\(size) bytes)")
+    }
+}

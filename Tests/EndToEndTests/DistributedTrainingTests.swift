@@ -60,6 +60,14 @@ struct DistributedTrainingTests {
         #expect(accuracy >= 0.95, "test accuracy \(accuracy)")
         let status = try await c.cli(["status", "\(id)"])
         #expect(status.stdout.contains("checkpoint.written"))
+
+        // The model comes down in chunks and reads back as the 64-256-10 MLP it is.
+        let out = c.dataDir + "/model.safetensors"
+        let download = try await c.cli(["download", "\(id)", "--out", out])
+        #expect(download.status == 0, "\(download.stderr)")
+        let model = try Safetensors.read(from: URL(fileURLWithPath: out))
+        #expect(model.tensors.first { $0.name == "layers.0.weight" }?.shape == [256, 64])
+        #expect(model.metadata["job"] == "\(id)")
         withExtendedLifetime(workers) {}
     }
 
@@ -151,6 +159,25 @@ extension DistributedTrainingTests {
         let kinds = try await events(c, id).map(\.kind)
         #expect(kinds.contains("worker.lost"))
         #expect(kinds.last == "job.completed")
+        withExtendedLifetime(workers) {}
+    }
+
+    @Test func aCancelledJobResumesWhereItStopped() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let id = try await submit(c, Self.faultSpec)
+        try await waitForStep(c, id, atLeast: 300)
+        #expect(try await c.cli(["cancel", "\(id)"]).status == 0)
+        let resumed = try await c.cli(["resume", "\(id)"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let queued = try #require(try await events(c, id).last { $0.kind == "job.queued" })
+        let from = try #require(Int(queued.detail.split(separator: "continues from step ").last?.prefix(while: \.isNumber) ?? ""), "\(queued.detail)")
+        #expect(from >= 300)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let twice = try await c.cli(["resume", "\(id)"])
+        #expect(twice.status == 4 && twice.stderr.contains("only a failed or cancelled job can be resumed"))
         withExtendedLifetime(workers) {}
     }
 
