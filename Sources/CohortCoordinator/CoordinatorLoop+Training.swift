@@ -118,12 +118,51 @@ extension CoordinatorLoop {
                 rejectShard(run, member, rejection.description)
             case .success(.parked), .success(.fused):
                 run.bytesIn += frames[2].count
+                memberSentShard(run, member)
             case let .success(.complete(k)):
                 run.bytesIn += frames[2].count
+                memberSentShard(run, member)
                 try shardComplete(run, k)
             }
         default:
             refuseMalformed(socket, identity, .invalidValue(field: "envelope.type", reason: "is \(message.type), not a data message"))
+        }
+    }
+
+    private func memberSentShard(_ run: JobRun, _ member: String) {
+        run.shardsFrom[member, default: 0] += 1
+        if run.shardsFrom[member] == run.aggregator?.layout.shardCount {
+            let now = Date()
+            if run.firstMemberDoneAt == nil { run.firstMemberDoneAt = now }
+            run.lastMemberDoneAt = now
+        }
+    }
+
+    /// Past a step's deadline, its incomplete shards complete with the contributions that
+    /// arrived (weighted among themselves); members that missed it are dropped from the step
+    /// and recorded, and take part again from the next one.
+    func checkDeadlines(now: Date) {
+        for run in runs.values where run.phase == .training {
+            guard let deadline = run.deadline(), now > deadline, let aggregator = run.aggregator else { continue }
+            let late = Set(run.members.filter { (run.shardsFrom[$0] ?? 0) < aggregator.layout.shardCount })
+            guard !late.isEmpty else { continue }
+            var closed: [Int] = []
+            for k in 0..<aggregator.layout.shardCount where !aggregator.isComplete(shard: k) {
+                if aggregator.close(shard: k) { closed.append(k) }
+            }
+            guard closed.count + run.completedShards == aggregator.layout.shardCount else { continue } // nobody sent some shard: wait
+            run.droppedThisStep = late
+            run.lagging.formUnion(late)
+            let step = run.state?.step ?? 0
+            logger.warning("members missed the step deadline; the step completes without them",
+                           metadata: ["job.id": "\(run.job)", "step": "\(step)", "late": "\(late.sorted())"])
+            try? store.recordEvent(actor: "coordinator", kind: "step.dropped", job: run.job,
+                                   detail: "step \(step): \(late.sorted().joined(separator: ", ")) missed the deadline")
+            do {
+                for k in closed { try shardComplete(run, k) }
+            } catch {
+                logger.error("could not finish the step", metadata: ["error": "\(error)"])
+            }
         }
     }
 
@@ -159,6 +198,20 @@ extension CoordinatorLoop {
         state.step += 1
         run.completedShards = 0
         let elapsed = Date().timeIntervalSince(run.stepStartedAt)
+        let evaluated = state.step > 1 && run.evaluates(after: state.step - 1)
+        if !evaluated {
+            // How long the members that made it took: stragglers do not stretch the deadline.
+            let sample = (run.lastMemberDoneAt ?? Date()).timeIntervalSince(run.stepStartedAt)
+            run.stepSeconds = run.stepSeconds.map { 0.8 * $0 + 0.2 * sample } ?? sample
+        }
+        if run.droppedThisStep.isEmpty {
+            // A member that sent everything on time is keeping up again.
+            run.lagging.subtract(run.members.filter { run.shardsFrom[$0] == aggregator.layout.shardCount })
+        }
+        run.shardsFrom = [:]
+        run.firstMemberDoneAt = nil
+        run.lastMemberDoneAt = nil
+        run.droppedThisStep = []
         run.samplesPerSecond = Double(run.spec.training.globalBatchSize) / max(elapsed, 1e-9)
         run.stepStartedAt = Date()
         rejectionLogged.removeAll(keepingCapacity: true)
@@ -181,7 +234,9 @@ extension CoordinatorLoop {
     /// Records a step's test metrics once every member reported them; completes the job after
     /// the last step's.
     private func metricsArrived(_ run: JobRun, step: Int) throws {
-        guard let reports = run.metrics[step], run.members.allSatisfy({ reports[$0] != nil }) else { return }
+        // Members that missed the last deadline are not waited for (they may never answer).
+        let required = run.members.filter { !run.lagging.contains($0) }
+        guard let reports = run.metrics[step], !reports.isEmpty, required.allSatisfy({ reports[$0] != nil }) else { return }
         let count = reports.values.reduce(0) { $0 + $1.count }
         let lossSum = reports.values.reduce(0) { $0 + $1.lossSum }
         let correct = reports.values.reduce(0) { $0 + $1.correct }

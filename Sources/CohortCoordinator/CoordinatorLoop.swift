@@ -135,6 +135,7 @@ final class CoordinatorLoop {
             if ready.contains(apiIndex) { drain(api, handleApi) }
             if ready.contains(controlIndex) { drain(control, handleControl) }
             if ready.contains(dataIndex) { drain(data, handleData, limit: 4096) }
+            if !runs.isEmpty { checkDeadlines(now: Date()) }
             for (i, index) in monitorIndices.enumerated() where ready.contains(index) { drainMonitor(i) }
             if Date() >= nextTick {
                 tick(now: Date())

@@ -133,6 +133,7 @@ public final class WorkerAgent {
                 if reply.status == .ok, let r = try? reply.decodeBody(as: RegisterReply.self) {
                     registered = true
                     heartbeatInterval = Double(r.heartbeatIntervalMs) / 1000
+                    nextHeartbeat = Date() // start at the coordinator's pace at once
                     logger.info("registered", metadata: ["worker.id": "\(r.workerId)"])
                 } else {
                     let text = (try? reply.decodeBody(as: ApiErrorBody.self).error) ?? "\(reply.status)"

@@ -33,6 +33,29 @@ final class JobRun {
     var bytesIn = 0, bytesOut = 0
     var stepStartedAt = Date()
     var samplesPerSecond = 0.0
+    /// Shards each member has sent this step, and when the first member sent its last.
+    var shardsFrom: [String: Int] = [:]
+    var firstMemberDoneAt: Date?
+    var lastMemberDoneAt: Date?
+    /// Smoothed time from a step's start to its last shard: the deadline follows it.
+    var stepSeconds: Double?
+    /// Members that missed a deadline: until they keep up again, their parameters are sent as
+    /// copies, since the shared buffer may change before their queue drains.
+    var lagging: Set<String> = []
+    var droppedThisStep: Set<String> = []
+
+    /// When the step in progress gives up on the members that have not sent everything:
+    /// derived from how long the members that keep up take (3× their smoothed step time plus
+    /// 0.5 s, so that a busy host does not drop members that keep up), or in the first step (and evaluation steps) from when the first member finished;
+    /// nil while nobody has finished.
+    func deadline() -> Date? {
+        // Members evaluate before an evaluation step's gradient, so its length says nothing of
+        // the usual: only the within-step rule applies there.
+        let evaluating = state.map { $0.step > 0 && evaluates(after: $0.step) } ?? false
+        if let s = stepSeconds, !evaluating { return stepStartedAt.addingTimeInterval(3 * s + 0.5) }
+        if let first = firstMemberDoneAt { return first.addingTimeInterval(3 * first.timeIntervalSince(stepStartedAt) + 1) }
+        return nil
+    }
 
     /// The parameters, optimizer state and step of a job: kept across runs of the job.
     final class TrainingState {
@@ -110,7 +133,11 @@ final class JobRun {
         let payload = UnsafeRawBufferPointer(start: params.baseAddress + range.lowerBound, count: range.count * 4)
         for member in members {
             guard let identity = dataIdentity[member] else { continue }
-            try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: params)])
+            if lagging.contains(member) {
+                try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
+            } else {
+                try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: params)])
+            }
             bytesOut += payload.count
         }
     }

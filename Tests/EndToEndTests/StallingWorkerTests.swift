@@ -1,0 +1,91 @@
+import CohortCompute
+import CohortTransport
+import CohortWire
+import Foundation
+import Synchronization
+import Testing
+import TestSupport
+
+/// A worker that does everything right (enrols, registers, heartbeats, loads "data", attaches,
+/// says it is ready) except send its gradients: a stuck GPU, a deadlocked trainer.
+final class StallingWorker: @unchecked Sendable { // its thread owns the sockets; others only flip `stop`
+    let stop = Atomic<Bool>(false)
+    let done = DispatchSemaphore(value: 0)
+
+    init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?) throws {
+        let keys = try CurveKeyPair.load(from: keyPath)
+        Thread { [self] in
+            defer { done.signal() }
+            guard let context = try? Context(), let control = try? Socket(context, .dealer), let data = try? Socket(context, .dealer) else { return }
+            try? control.setLinger(milliseconds: 0)
+            try? data.setLinger(milliseconds: 0)
+            try? control.makeCurveClient(keys: keys, serverKey: serverKey)
+            try? data.makeCurveClient(keys: keys, serverKey: serverKey)
+            try? control.connect(address.endpoints.control)
+            try? data.connect(address.endpoints.data)
+            let register = try? ApiRequest(requestId: 1, method: ApiMethod.register,
+                                           json: RegisterRequest(name: "stuck", institution: "", cores: 4, memoryBytes: 1 << 30))
+            if let register { try? control.send(Message.apiRequest(register).encode()) }
+            var sequence: UInt64 = 0
+            while !stop.load(ordering: .relaxed) {
+                sequence += 1
+                try? control.send(Message.heartbeat(Heartbeat(sequence: sequence, sentAtNanos: 0)).encode(), dontWait: true)
+                while let frames = try? control.receive(dontWait: true) {
+                    guard case let .notice(n)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }), n.kind == NoticeKind.assign,
+                          let a = try? n.decodeBody(as: TrainingNotice.Assignment.self) else { continue }
+                    let json = String(decoding: (try? JSONEncoder().encode(model)) ?? Data(), as: UTF8.self)
+                    if let attach = try? Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job)),
+                       let ready = try? Notice(kind: NoticeKind.ready, json: TrainingNotice.Ready(job: a.job, model: json, parameterCount: 0,
+                                                                                                 trainExamples: 0, contentHash: contentHash)) {
+                        try? data.send(Message.notice(attach).encode())
+                        try? control.send(Message.notice(ready).encode())
+                    }
+                }
+                while (try? data.receive(dontWait: true)) != nil {} // parameters arrive; it never answers
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }.start()
+    }
+
+    deinit {
+        stop.store(true, ordering: .relaxed)
+        done.wait()
+    }
+}
+
+@Suite(.tags(.integration), .serialized, .timeLimit(.minutes(3)))
+struct StallingWorkerTests {
+    @Test func aWorkerThatHeartbeatsButNeverSendsItsShardsDoesNotStallTheJob() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let token = try await c.cli(["admin", "token", "--institution", "mit", "--role", "worker"])
+        let stuckKey = c.dataDir + "/stuck/key"
+        let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", stuckKey, "--name", "stuck"],
+                                           environment: [:], timeout: 30)
+        #expect(enrolled.status == 0, "\(enrolled.stderr)")
+        let manifest = try String(contentsOfFile: DataRoot.resolve().appendingPathComponent("digits/dataset.yaml").path, encoding: .utf8)
+        let hash = manifest.split(separator: "\n").first { $0.hasPrefix("content-hash:") }
+            .map { $0.dropFirst("content-hash:".count).trimmingCharacters(in: .whitespaces) }
+        let stuck = try StallingWorker(keyPath: stuckKey, address: try CoordinatorAddress(parsing: c.address),
+                                       serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
+                                       model: .mlp(.init(inputs: 64, hidden: [32], classes: 10)), contentHash: hash)
+        try await Task.sleep(for: .seconds(1))
+        let spec = """
+            name: with-a-straggler
+            model: {kind: mlp, hidden: [32]}
+            data: {dataset: digits}
+            optimizer: {kind: sgd, lr: 0.1, momentum: 0.9}
+            training: {steps: 30, global-batch-size: 48}
+            eval-every: 0
+            seed: 5
+            cluster: {min-workers: 3}
+            """
+        let id = try await DistributedTrainingTests().submit(c, spec)
+        let job = try await DistributedTrainingTests().waitForJob(c, id, until: ["completed", "failed"], timeout: 90)
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let events = try await DistributedTrainingTests().events(c, id)
+        #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("stuck") })
+        withExtendedLifetime((real, stuck)) {}
+    }
+}
