@@ -12,7 +12,10 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
     let stop = Atomic<Bool>(false)
     let done = DispatchSemaphore(value: 0)
 
-    init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?) throws {
+    /// With `hostile`, it answers every step's parameters with poison instead of silence: a
+    /// gradient full of NaN, one of the wrong size, one for a stale step, one for another job.
+    init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?,
+         hostile: Bool = false) throws {
         let keys = try CurveKeyPair.load(from: keyPath)
         Thread { [self] in
             defer { done.signal() }
@@ -41,7 +44,23 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                         try? control.send(Message.notice(ready).encode())
                     }
                 }
-                while (try? data.receive(dontWait: true)) != nil {} // parameters arrive; it never answers
+                while let frames = try? data.receive(dontWait: true) { // parameters arrive
+                    guard hostile, frames.count == 2,
+                          case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }) else { continue }
+                    let n = Int(p.elementCount)
+                    var header = ShardHeader(job: p.job, step: p.step, kind: .gradient, encoding: .fp32, shard: p.shard,
+                                             shardCount: p.shardCount, elementOffset: p.elementOffset, elementCount: p.elementCount, sampleCount: 16)
+                    let nan = [Float](repeating: .nan, count: n).withUnsafeBytes { Array($0) }
+                    try? data.send([.bytes(Message.shard(header).encode()), .bytes(nan)])
+                    let short = [Float](repeating: 1, count: max(n - 1, 0)).withUnsafeBytes { Array($0) }
+                    try? data.send([.bytes(Message.shard(header).encode()), .bytes(short)])
+                    let huge = [Float](repeating: 1e6, count: n).withUnsafeBytes { Array($0) }
+                    header.step = p.step &- 1
+                    try? data.send([.bytes(Message.shard(header).encode()), .bytes(huge)])
+                    header.step = p.step
+                    header.job = p.job + 100
+                    try? data.send([.bytes(Message.shard(header).encode()), .bytes(huge)])
+                }
                 Thread.sleep(forTimeInterval: 0.1)
             }
         }.start()
@@ -87,5 +106,43 @@ struct StallingWorkerTests {
         let events = try await DistributedTrainingTests().events(c, id)
         #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("stuck") })
         withExtendedLifetime((real, stuck)) {}
+    }
+
+    @Test func poisonedShardsInsideAValidSessionAreRejectedAndTheResultIsUnaffected() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let token = try await c.cli(["admin", "token", "--institution", "mit", "--role", "worker"])
+        let key = c.dataDir + "/mallory/key"
+        let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", "mallory"],
+                                           environment: [:], timeout: 30)
+        #expect(enrolled.status == 0, "\(enrolled.stderr)")
+        let manifest = try String(contentsOfFile: DataRoot.resolve().appendingPathComponent("digits/dataset.yaml").path, encoding: .utf8)
+        let hash = manifest.split(separator: "\n").first { $0.hasPrefix("content-hash:") }
+            .map { $0.dropFirst("content-hash:".count).trimmingCharacters(in: .whitespaces) }
+        let mallory = try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
+                                         serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
+                                         model: .mlp(.init(inputs: 64, hidden: [64], classes: 10)), contentHash: hash, hostile: true)
+        try await Task.sleep(for: .seconds(1))
+        let spec = """
+            name: under-attack
+            model: {kind: mlp, hidden: [64]}
+            data: {dataset: digits}
+            optimizer: {kind: sgd, lr: 0.1, momentum: 0.9, nesterov: true}
+            training: {steps: 40, global-batch-size: 48}
+            eval-every: 0
+            seed: 9
+            cluster: {min-workers: 3}
+            """
+        let id = try await DistributedTrainingTests().submit(c, spec)
+        let job = try await DistributedTrainingTests().waitForJob(c, id, until: ["completed", "failed"], timeout: 90)
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let rejections = try await DistributedTrainingTests().events(c, id).filter { $0.kind == "shard.rejected" }.map(\.detail)
+        #expect(rejections.contains { $0.contains("NaN or infinity") }, "\(rejections.prefix(5))")
+        let accuracy = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "test_accuracy"))
+        #expect(accuracy > 0.8, "the poison never reached the model: accuracy \(accuracy)")
+        let model = try Safetensors.read(from: URL(fileURLWithPath: c.dataDir + "/checkpoints/job-\(id)/step-40.safetensors"))
+        #expect(model.tensors.allSatisfy { $0.values.allSatisfy(\.isFinite) })
+        withExtendedLifetime((real, mallory)) {}
     }
 }
