@@ -78,16 +78,22 @@ extension CoordinatorLoop {
                 return w
             }
             for worker in settings.registry.lost(current, now: now) {
-                let silent = Int(now.timeIntervalSince(worker.lastHeartbeat))
-                let job = try store.markLost(worker.id, reason: "no heartbeat for \(silent) s", at: now)
-                workersChanged = true
-                logger.warning("worker lost", metadata: ["worker.name": "\(worker.name)", "silent.s": "\(silent)"])
-                if let job { try jobLostWorker(job, worker: worker, now: now) }
+                let silent = now.timeIntervalSince(worker.lastHeartbeat)
+                try workerGone(worker, reason: String(format: "no heartbeat for %.1f s", silent), now: now)
             }
         } catch {
             logger.error("liveness check failed", metadata: ["error": "\(error)"])
         }
         if workersChanged { schedule(now: now) }
+    }
+
+    /// A worker is gone (silent, or it said goodbye): its assignment is released and its job told.
+    func workerGone(_ worker: Worker, reason: String, now: Date) throws {
+        let job = try store.markLost(worker.id, reason: reason, at: now)
+        workersChanged = true
+        controlIdentity[worker.name] = nil
+        logger.warning("worker lost", metadata: ["worker.name": "\(worker.name)", "reason": "\(reason)"])
+        if let job { try jobLostWorker(job, worker: worker, now: now) }
     }
 
     /// A running job whose members fall below its minimum waits, with the reason.

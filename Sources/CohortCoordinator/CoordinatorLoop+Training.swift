@@ -70,6 +70,11 @@ extension CoordinatorLoop {
             guard let run = runs[m.job], run.members.contains(member) else { return }
             run.metrics[m.step, default: [:]][member] = m
             try metricsArrived(run, step: m.step)
+        case NoticeKind.goodbye:
+            // A worker stopping cleanly (SIGTERM): no need to wait for its heartbeats to lapse.
+            if let worker = try store.worker(named: member), worker.state == .idle || worker.state == .busy {
+                try workerGone(worker, reason: "it stopped (said goodbye)", now: Date())
+            }
         case NoticeKind.progress:
             let p = try notice.decodeBody(as: TrainingNotice.Progress.self)
             guard let run = runs[p.job], run.members.contains(member) else { return }

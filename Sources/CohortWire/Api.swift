@@ -301,6 +301,8 @@ public enum NoticeKind {
     public static let metrics = "metrics"
     /// worker → coordinator (control): training loss of its slice. Body `Progress`.
     public static let progress = "progress"
+    /// worker → coordinator (control): the worker is stopping (SIGTERM). Empty body.
+    public static let goodbye = "goodbye"
     /// coordinator → worker (control): drop the job. Body `Release`.
     public static let release = "release"
 }

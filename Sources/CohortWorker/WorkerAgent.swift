@@ -95,6 +95,11 @@ public final class WorkerAgent {
             if ready.contains(1), let job = current { drainData(job) }
             if Date() >= nextHeartbeat { heartbeat() }
         }
+        // Say goodbye, so that the coordinator reassigns this worker's part at once instead of
+        // waiting for its heartbeats to lapse; the current step is abandoned cleanly (its
+        // shards, if any were sent, are discarded by the coordinator's next step).
+        try? control.send(Message.notice(Notice(kind: NoticeKind.goodbye)).encode(), dontWait: true)
+        try? control.setLinger(milliseconds: 1000)
         logger.info("worker stopping")
     }
 

@@ -162,6 +162,22 @@ extension DistributedTrainingTests {
         withExtendedLifetime(workers) {}
     }
 
+    @Test func aWorkerStoppedWithSIGTERMSaysGoodbyeAndTheJobGoesOnWithoutWaiting() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        try await Task.sleep(for: .seconds(1))
+        let id = try await submit(c, Self.faultSpec.replacingOccurrences(of: "min-workers: 2", with: "min-workers: 1"))
+        try await waitForStep(c, id, atLeast: 100)
+        workers[1].stop(signal: SIGTERM)
+        #expect(workers[1].process.terminationStatus == 0, "SIGTERM is a clean exit")
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let lost = try await events(c, id).filter { $0.kind == "worker.lost" }.map(\.detail)
+        #expect(lost == ["it stopped (said goodbye)"])
+        withExtendedLifetime(workers) {}
+    }
+
     @Test func aCancelledJobResumesWhereItStopped() async throws {
         let c = try CoordinatorProcess()
         try await onDedicatedThread { _ = try c.waitUntilServing() }
