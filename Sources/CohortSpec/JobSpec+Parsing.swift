@@ -76,7 +76,7 @@ extension JobSpec {
         // training
         var training = Training(steps: 1)
         if let node = required(top, "training", "", root, "a mapping with `steps`"),
-           let map = f.mapping(node, path: "training", known: ["steps", "global-batch-size"])
+           let map = f.mapping(node, path: "training", known: ["steps", "global-batch-size", "shard-size-kib", "shard-encoding"])
         {
             if let stepsNode = required(map, "steps", "training", node, "a positive integer"),
                let value = f.integer(stepsNode, "training.steps", minimum: 1, expected: "a positive integer")
@@ -87,6 +87,15 @@ extension JobSpec {
                let value = f.integer(node, "training.global-batch-size", minimum: 1, expected: "a positive integer")
             {
                 training.globalBatchSize = value
+            }
+            if let node = optional(map, "shard-size-kib"),
+               let value = f.integer(node, "training.shard-size-kib", minimum: 4, expected: "an integer from 4 to 65536 (KiB)")
+            {
+                if value > 65536 { f.report("training.shard-size-kib", node, "must be an integer from 4 to 65536 (KiB), got \(value)") }
+                training.shardSizeKiB = value
+            }
+            if let node = optional(map, "shard-encoding"), let value = f.choice(node, "training.shard-encoding", ShardEncoding.self) {
+                training.shardEncoding = value
             }
         }
 

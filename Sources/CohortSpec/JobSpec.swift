@@ -138,9 +138,17 @@ public struct JobSpec: Sendable, Hashable {
         }
     }
 
+    /// How gradient shards travel to the coordinator (it accumulates in fp32 either way).
+    public enum ShardEncoding: String, Sendable, Hashable, CaseIterable {
+        case fp32, bf16
+    }
+
     public struct Training: Sendable, Hashable {
         public var steps: Int
         public var globalBatchSize: Int = 64
+        /// Shard size of the flat gradient and parameter buffers on the wire.
+        public var shardSizeKiB: Int = 1024
+        public var shardEncoding: ShardEncoding = .fp32
         public init(steps: Int, globalBatchSize: Int = 64) {
             self.steps = steps
             self.globalBatchSize = globalBatchSize

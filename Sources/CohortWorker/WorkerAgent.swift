@@ -54,11 +54,14 @@ public final class WorkerAgent {
         let test: Dataset
         let sampler: Sampler
         let data: Socket
+        /// The gradient in bf16 when the job sends it so (reused every step).
+        let bf16: BF16Buffer?
         var receivedStep = -1
         var received = 0
         var shardCount = 0
 
         init(assignment: TrainingNotice.Assignment, spec: JobSpec, model: Model, train: Dataset, test: Dataset, sampler: Sampler, data: Socket) {
+            bf16 = assignment.encoding == "bf16" ? BF16Buffer(count: model.parameterCount) : nil
             self.assignment = assignment
             self.spec = spec
             self.model = model
@@ -261,14 +264,45 @@ public final class WorkerAgent {
             let grads = job.model.gradients
             for k in 0..<shardCount {
                 let start = k * layoutElements, count = min(layoutElements, n - start)
-                let header = ShardHeader(job: UInt64(a.job), step: UInt64(step), kind: .gradient, encoding: .fp32, shard: UInt32(k),
-                                         shardCount: UInt32(shardCount), elementOffset: UInt64(start), elementCount: UInt32(count),
-                                         sampleCount: UInt32(batch.count))
-                let payload = UnsafeRawBufferPointer(start: grads.baseAddress + start, count: count * 4)
-                try job.data.send([.bytes(Message.shard(header).encode()), .zeroCopy(payload, owner: grads)])
+                let header = ShardHeader(job: UInt64(a.job), step: UInt64(step), kind: .gradient, encoding: job.bf16 == nil ? .fp32 : .bf16,
+                                         shard: UInt32(k), shardCount: UInt32(shardCount), elementOffset: UInt64(start),
+                                         elementCount: UInt32(count), sampleCount: UInt32(batch.count))
+                if let bf16 = job.bf16 {
+                    // Rounded shard by shard, right before it goes: conversion overlaps the sends.
+                    bf16.encode(from: grads.baseAddress + start, count: count, at: start)
+                    let payload = UnsafeRawBufferPointer(start: bf16.base + start * 2, count: count * 2)
+                    try job.data.send([.bytes(Message.shard(header).encode()), .zeroCopy(payload, owner: bf16)])
+                } else {
+                    let payload = UnsafeRawBufferPointer(start: grads.baseAddress + start, count: count * 4)
+                    try job.data.send([.bytes(Message.shard(header).encode()), .zeroCopy(payload, owner: grads)])
+                }
             }
         } catch {
             logger.error("step failed", metadata: ["job.id": "\(a.job)", "step": "\(step)", "error": "\(error)"])
+        }
+    }
+}
+
+/// A bf16 copy of a flat Float buffer, sent zero-copy (it lives as long as libzmq needs it).
+final class BF16Buffer: @unchecked Sendable { // written before each send, read by libzmq after
+    let base: UnsafeMutableRawPointer
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        base = .allocate(byteCount: max(count, 1) * 2, alignment: 64)
+    }
+
+    deinit { base.deallocate() }
+
+    /// Round-to-nearest-even of `count` floats into elements `at..<at+count`.
+    func encode(from source: UnsafePointer<Float>, count n: Int, at offset: Int) {
+        let out = (base + offset * 2).assumingMemoryBound(to: UInt16.self)
+        for i in 0..<n {
+            let x = source[i]
+            let bits = x.bitPattern
+            if x.isNaN { out[i] = UInt16(truncatingIfNeeded: bits >> 16) | 0x40; continue }
+            out[i] = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
         }
     }
 }

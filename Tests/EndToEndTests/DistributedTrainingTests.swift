@@ -71,6 +71,26 @@ struct DistributedTrainingTests {
         withExtendedLifetime(workers) {}
     }
 
+    /// bf16 gradient shards (small ones, many per step) halve the bytes and still train.
+    @Test func bf16ShardsHalveTheUplinkAndStillTrain() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let spec = try String(contentsOf: Self.examples.appendingPathComponent("digits-mlp.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "  global-batch-size: 64", with: "  global-batch-size: 64\n  shard-encoding: bf16\n  shard-size-kib: 16")
+            + "\ncluster: {min-workers: 2}\n"
+        let id = try await submit(c, spec)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let reader = try CohortStoreReader(c.dataDir)
+        let accuracy = try #require(try reader.metric(job: id, "test_accuracy"))
+        #expect(accuracy >= 0.95, "test accuracy \(accuracy)")
+        let bytesIn = try #require(try reader.metric(job: id, "bytes_in"))
+        let parameters = 64 * 256 + 256 + 256 * 10 + 10
+        #expect(bytesIn == Double(2 * parameters * 2 * 1500), "2 bytes per element, 2 members, 1500 steps")
+        withExtendedLifetime(workers) {}
+    }
+
     /// DESIGN.md's promise: distributed training equals single-process training with the same
     /// global batch, up to float summation order.
     @Test func twoWorkersEqualOneProcessWithinOneInAHundredThousand() async throws {

@@ -19,7 +19,6 @@ final class JobRun {
     let spec: JobSpec
     /// Worker (principal) names by rank.
     let members: [String]
-    let layout: ShardLayout?
     let shardElements: Int
     let encoding: ShardEncoding
     var phase = Phase.gathering
@@ -73,21 +72,20 @@ final class JobRun {
         }
     }
 
-    init(job: Job.ID, spec: JobSpec, members: [String], state: TrainingState?, shardElements: Int = 1 << 18) {
+    init(job: Job.ID, spec: JobSpec, members: [String], state: TrainingState?) {
         self.job = job
         self.spec = spec
         self.members = members
         self.state = state
-        self.shardElements = shardElements
-        encoding = .fp32
-        layout = state.map { ShardLayout(parameterCount: $0.model.parameterCount, shardElements: shardElements) }
+        shardElements = spec.training.shardSizeKiB * 256 // fp32 elements per shard
+        encoding = spec.training.shardEncoding == .bf16 ? .bf16 : .fp32
     }
 
     var steps: Int { spec.training.steps }
 
     func assignment(rank: Int) -> TrainingNotice.Assignment {
         TrainingNotice.Assignment(job: job, spec: "", rank: rank, worldSize: members.count, shardElements: shardElements,
-                                  encoding: "fp32")
+                                  encoding: spec.training.shardEncoding.rawValue)
     }
 
     /// Whether every member has loaded its data and attached its data connection.
