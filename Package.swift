@@ -60,6 +60,8 @@ let package = Package(
                           path: "Benchmarks/TransportBench", swiftSettings: strict),
         .executableTarget(name: "cohort-bench-coordinator", dependencies: ["CohortClient", "CohortTransport", "CohortWire"],
                           path: "Benchmarks/CoordinatorBench", swiftSettings: strict),
+        .executableTarget(name: "cohort-bench-aggregation", dependencies: ["CohortCoordinator", "CohortCompute", "CohortTransport", "CohortWire"],
+                          path: "Benchmarks/AggregationBench", swiftSettings: strict),
         .executableTarget(name: "cohort-bench-compute", dependencies: ["CohortCompute"],
                           path: "Benchmarks/ComputeBench", swiftSettings: strict),
 

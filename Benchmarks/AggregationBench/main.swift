@@ -1,0 +1,184 @@
+// Aggregation benchmark: the time of one synchronous round of the data plane (every worker
+// sends its gradient as shards, the hub fuses each shard as it lands with the coordinator's
+// StepAggregator, applies SGD to that parameter shard and sends it back zero-copy; the round ends
+// when every worker holds every new shard), beside torch.distributed gloo all_reduce of the same
+// sizes in the same run. Workers and hub are threads of this process, each with its own ZeroMQ
+// context, on loopback. Release mode:
+//
+//     swift build -c release --product cohort-bench-aggregation && .build/release/cohort-bench-aggregation
+import CohortCompute
+import CohortCoordinator
+import CohortTransport
+import CohortWire
+import Foundation
+
+let args = CommandLine.arguments
+let quick = args.contains("--quick")
+let sizes = quick ? [1 << 20] : [1 << 20, 4 << 20, 16 << 20]
+let rounds = quick ? 5 : 12
+
+Allocator.avoidPerMessageMapping()
+
+final class Owner: @unchecked Sendable { // buffers written before sends, read by libzmq after
+    let raw: UnsafeMutableRawBufferPointer
+    init(bytes: Int) { raw = .allocate(byteCount: bytes, alignment: 64); raw.initializeMemory(as: UInt8.self, repeating: 0) }
+    deinit { raw.deallocate() }
+}
+
+struct AdmitAll: Authenticator { func authenticate(_ r: ZAPRequest) -> ZAPDecision { .accept(userId: "bench") } }
+
+final class Box<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
+
+/// Milliseconds per round (median after one warm-up round).
+func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, curve: Bool) throws -> Double {
+    let layout = ShardLayout(parameterCount: elements, shardElements: 1 << 18)
+    let serverKeys = try CurveKeyPair.generate()
+    let endpoint = Box("")
+    let bound = DispatchSemaphore(value: 0)
+    let hubDone = DispatchSemaphore(value: 0)
+    let failure = Box<String?>(nil)
+    let total = rounds + 1
+
+    Thread {
+        defer { hubDone.signal() }
+        do {
+            let context = try Context()
+            let zap = curve ? try ZAPHandler(context: context, authenticator: AdmitAll()) : nil
+            let hub = try Socket(context, .router)
+            try hub.setHighWaterMarks(send: 0, receive: 0)
+            if let zap { try hub.makeCurveServer(keys: serverKeys, zap: zap) }
+            try hub.bind(ipc ? "ipc://\(NSTemporaryDirectory())cohort-agg-\(getpid())-\(workers)-\(elements)" : "tcp://127.0.0.1:0")
+            endpoint.value = try hub.lastEndpoint
+            bound.signal()
+            let params = FlatBuffer(count: elements)
+            let state = FlatBuffer(count: elements)
+            let sgd = Optimizer.sgd(.init(momentum: 0.9))
+            let aggregator = StepAggregator(job: 1, layout: layout, encoding: encoding)
+            var identities: [String: [UInt8]] = [:]
+            for step in 0..<total {
+                aggregator.begin(step: UInt64(step), members: Set((0..<workers).map { "w\($0)" }))
+                var complete = 0
+                while complete < layout.shardCount {
+                    let frames = try hub.receive()
+                    let name = String(decoding: frames[0].bytes, as: UTF8.self)
+                    identities[name] = frames[0].bytes
+                    guard case let .shard(h) = try Message.decode(frames[1].unsafeBytes) else { continue }
+                    let outcome = withExtendedLifetime(frames) {
+                        aggregator.contribute(from: name, header: h, payload: frames[2].unsafeBytes, owner: frames[2])
+                    }
+                    guard case let .success(.complete(k)) = outcome else {
+                        if case let .failure(r) = outcome { failure.value = "\(r)" }
+                        continue
+                    }
+                    complete += 1
+                    let r = layout.range(k)
+                    sgd.step(range: r, parameters: params.buffer, gradients: aggregator.accumulatorBuffer, state: state.buffer,
+                             learningRate: 0.01, t: step + 1)
+                    let out = ShardHeader(job: 1, step: UInt64(step + 1), kind: .parameters, encoding: .fp32, shard: UInt32(k),
+                                          shardCount: UInt32(layout.shardCount), elementOffset: UInt64(r.lowerBound),
+                                          elementCount: UInt32(r.count), sampleCount: 0)
+                    let envelope = Message.shard(out).encode()
+                    let payload = UnsafeRawBufferPointer(start: params.baseAddress + r.lowerBound, count: r.count * 4)
+                    for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: params)]) }
+                }
+            }
+            zap?.stop()
+        } catch {
+            failure.value = "hub: \(error)"
+            bound.signal()
+        }
+    }.start()
+    bound.wait()
+    if let f = failure.value { throw TransportError.misconfigured(f) }
+
+    let times = Box([Double]())
+    let group = DispatchGroup()
+    for w in 0..<workers {
+        group.enter()
+        Thread {
+            defer { group.leave() }
+            do {
+                let context = try Context()
+                let socket = try Socket(context, .dealer)
+                try socket.setRoutingId(Array("w\(w)".utf8))
+                try socket.setHighWaterMarks(send: 0, receive: 0)
+                if curve { try socket.makeCurveClient(keys: try CurveKeyPair.generate(), serverKey: serverKeys.publicKey) }
+                try socket.connect(endpoint.value)
+                let bytesPer = encoding == .bf16 ? 2 : 4
+                let gradient = Owner(bytes: elements * bytesPer)
+                let params = FlatBuffer(count: elements)
+                for step in 0..<total {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    for k in 0..<layout.shardCount {
+                        let r = layout.range(k)
+                        let h = ShardHeader(job: 1, step: UInt64(step), kind: .gradient, encoding: encoding, shard: UInt32(k),
+                                            shardCount: UInt32(layout.shardCount), elementOffset: UInt64(r.lowerBound),
+                                            elementCount: UInt32(r.count), sampleCount: 32)
+                        let payload = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(gradient.raw)[(r.lowerBound * bytesPer)..<(r.upperBound * bytesPer)])
+                        try socket.send([.bytes(Message.shard(h).encode()), .zeroCopy(payload, owner: gradient)])
+                    }
+                    var got = 0
+                    while got < layout.shardCount {
+                        let frames = try socket.receive()
+                        guard case let .shard(h) = try Message.decode(frames[0].unsafeBytes) else { continue }
+                        frames[1].withUnsafeBytes { src in
+                            UnsafeMutableRawPointer(params.baseAddress + Int(h.elementOffset)).copyMemory(from: src.baseAddress!, byteCount: src.count)
+                        }
+                        got += 1
+                    }
+                    if w == 0 && step > 0 { times.value.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
+                }
+            } catch {
+                failure.value = "worker \(w): \(error)"
+            }
+        }.start()
+    }
+    group.wait()
+    hubDone.wait()
+    if let f = failure.value { throw TransportError.misconfigured(f) }
+    let sorted = times.value.sorted()
+    return sorted[sorted.count / 2]
+}
+
+// torch.distributed gloo all_reduce in the same run, when torch is importable.
+let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("gloo_allreduce.py").path
+var gloo: [String: Double] = [:]
+let python = Process()
+python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+python.arguments = ["python3", script] + sizes.map(String.init)
+let pipe = Pipe()
+python.standardOutput = pipe
+python.standardError = FileHandle.nullDevice
+var glooNote = ""
+do {
+    try python.run()
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    python.waitUntilExit()
+    for line in out.split(separator: "\n") {
+        let f = line.split(separator: " ")
+        if f.count == 3, let ms = Double(f[2]) { gloo["\(f[0])/\(f[1])"] = ms } else if line.hasPrefix("skip") { glooNote = String(line) }
+    }
+} catch { glooNote = "skip: python3 not found" }
+
+func label(_ n: Int) -> String { "\(n >> 20)M" }
+print("Cohort aggregation round (send gradient, receive new parameters), ms, median of \(rounds); 1 MiB shards; hub + workers on one 2-core host")
+print(glooNote.isEmpty ? "gloo = torch.distributed all_reduce (Benchmarks/gloo_allreduce.py), same sizes, same run" : "gloo: \(glooNote)")
+print("")
+print("params | workers | tcp fp32 | tcp bf16 | ipc fp32 | tcp fp32 CURVE | gloo  | tcp fp32/gloo | ipc fp32/gloo | tcp bf16/gloo")
+print("-------|---------|----------|----------|----------|----------------|-------|---------------|---------------|--------------")
+for n in sizes {
+    for w in [2, 3] {
+        let tcp = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: false)
+        let bf = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false)
+        let ipc = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false)
+        let cur = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true)
+        let g = gloo["\(n)/\(w)"]
+        func ratio(_ x: Double) -> String { g.map { String(format: "%.2f×", x / $0) } ?? "-" }
+        func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
+        print(label(n).padding(toLength: 6, withPad: " ", startingAt: 0)
+              + String(format: " | %7d | %8.1f | %8.1f | %8.1f | %14.1f | ", w, tcp, bf, ipc, cur)
+              + pad(g.map { String(format: "%.1f", $0) } ?? "-", 5) + " | " + pad(ratio(tcp), 13) + " | " + pad(ratio(ipc), 13)
+              + " | " + pad(ratio(bf), 12))
+    }
+}
+print("plaintext rows are plaintext (no CURVE); the CURVE column encrypts every byte")
