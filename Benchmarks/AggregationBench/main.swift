@@ -16,6 +16,8 @@ let args = CommandLine.arguments
 let quick = args.contains("--quick")
 let sizes = quick ? [1 << 20] : [1 << 20, 4 << 20, 16 << 20]
 let rounds = quick ? 5 : 12
+/// `--mean-only`: send the fused mean back instead of stepping an optimizer: what all_reduce does.
+let meanOnly = args.contains("--mean-only")
 
 Allocator.avoidPerMessageMapping()
 
@@ -23,6 +25,13 @@ final class Owner: @unchecked Sendable { // buffers written before sends, read b
     let raw: UnsafeMutableRawBufferPointer
     init(bytes: Int) { raw = .allocate(byteCount: bytes, alignment: 64); raw.initializeMemory(as: UInt8.self, repeating: 0) }
     deinit { raw.deallocate() }
+}
+
+/// Keeps the aggregator (whose accumulator is sent zero-copy in --mean-only) alive for libzmq;
+/// it is only read after the send, and overwritten only once every worker has everything.
+final class Retained: @unchecked Sendable {
+    let object: AnyObject
+    init(_ object: AnyObject) { self.object = object }
 }
 
 struct AdmitAll: Authenticator { func authenticate(_ r: ZAPRequest) -> ZAPDecision { .accept(userId: "bench") } }
@@ -54,6 +63,7 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
             let state = FlatBuffer(count: elements)
             let sgd = Optimizer.sgd(.init(momentum: 0.9))
             let aggregator = StepAggregator(job: 1, layout: layout, encoding: encoding)
+            let accumulatorOwner = Retained(aggregator)
             var identities: [String: [UInt8]] = [:]
             for step in 0..<total {
                 aggregator.begin(step: UInt64(step), members: Set((0..<workers).map { "w\($0)" }))
@@ -72,14 +82,17 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                     }
                     complete += 1
                     let r = layout.range(k)
-                    sgd.step(range: r, parameters: params.buffer, gradients: aggregator.accumulatorBuffer, state: state.buffer,
-                             learningRate: 0.01, t: step + 1)
+                    if !meanOnly {
+                        sgd.step(range: r, parameters: params.buffer, gradients: aggregator.accumulatorBuffer, state: state.buffer,
+                                 learningRate: 0.01, t: step + 1)
+                    }
                     let out = ShardHeader(job: 1, step: UInt64(step + 1), kind: .parameters, encoding: .fp32, shard: UInt32(k),
                                           shardCount: UInt32(layout.shardCount), elementOffset: UInt64(r.lowerBound),
                                           elementCount: UInt32(r.count), sampleCount: 0)
                     let envelope = Message.shard(out).encode()
-                    let payload = UnsafeRawBufferPointer(start: params.baseAddress + r.lowerBound, count: r.count * 4)
-                    for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: params)]) }
+                    let source = meanOnly ? UnsafeRawPointer(aggregator.accumulatorBuffer.baseAddress!) : UnsafeRawPointer(params.baseAddress)
+                    let payload = UnsafeRawBufferPointer(start: source + r.lowerBound * 4, count: r.count * 4)
+                    for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: meanOnly ? accumulatorOwner : params)]) }
                 }
             }
             zap?.stop()
@@ -161,7 +174,7 @@ do {
 } catch { glooNote = "skip: python3 not found" }
 
 func label(_ n: Int) -> String { "\(n >> 20)M" }
-print("Cohort aggregation round (send gradient, receive new parameters), ms, median of \(rounds); 1 MiB shards; hub + workers on one 2-core host")
+print("Cohort aggregation round (send gradient, receive " + (meanOnly ? "the mean gradient: no optimizer, what all_reduce does" : "new parameters: fused mean + SGD momentum step per shard") + "), ms, median of \(rounds); 1 MiB shards; hub + workers on one 2-core host")
 print(glooNote.isEmpty ? "gloo = torch.distributed all_reduce (Benchmarks/gloo_allreduce.py), same sizes, same run" : "gloo: \(glooNote)")
 print("")
 print("params | workers | tcp fp32 | tcp bf16 | ipc fp32 | tcp fp32 CURVE | gloo  | tcp fp32/gloo | ipc fp32/gloo | tcp bf16/gloo")
