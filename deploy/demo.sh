@@ -24,7 +24,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "[demo] coordinator on 127.0.0.1:$port (CURVE on), state in $run/coordinator"
-"$bin" coordinator --data-dir "$run/coordinator" --listen "127.0.0.1:$port" > "$run/coordinator.log" 2>&1 &
+"$bin" coordinator --data-dir "$run/coordinator" --listen "127.0.0.1:$port" --ipc > "$run/coordinator.log" 2>&1 &
 pids+=($!)
 export COHORT_KEY="$run/coordinator/admin.key" COHORT_COORDINATOR="127.0.0.1:$port"
 for _ in $(seq 1 100); do

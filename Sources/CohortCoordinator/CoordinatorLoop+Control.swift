@@ -35,8 +35,19 @@ extension CoordinatorLoop {
             controlIdentity[name] = identity
             lastSeen[worker.id] = Date()
             logger.info("worker registered", metadata: ["worker.id": "\(worker.id)", "worker.name": "\(name)"])
+            // A worker on this host gets the ipc data endpoint and a session id naming it there.
+            var ipcEndpoint: String?, session: String?
+            if ipcData != nil, case let .principal(p) = caller, Self.isLocal(frames[1].property("Peer-Address")) {
+                var rng = SystemRandomNumberGenerator()
+                let id = (0..<16).map { i in UInt8.random(in: (i == 0 ? 1 : 0)...255, using: &rng) } // ids must not start with 0
+                ipcSessions = ipcSessions.filter { $0.value.name != p.name }
+                ipcSessions[id] = p
+                ipcEndpoint = settings.ipcDataEndpoint
+                session = id.map { String(format: "%02x", $0) }.joined()
+            }
             reply(socket, identity, request, RegisterReply(workerId: worker.id,
-                                                           heartbeatIntervalMs: Int(settings.registry.heartbeatInterval * 1000)))
+                                                           heartbeatIntervalMs: Int(settings.registry.heartbeatInterval * 1000),
+                                                           ipcData: ipcEndpoint, session: session))
             workersChanged = true
             // A member of a run that is still gathering (it restarted, or the assignment was
             // sent before it reconnected) is told again.
@@ -85,6 +96,11 @@ extension CoordinatorLoop {
             logger.error("liveness check failed", metadata: ["error": "\(error)"])
         }
         if workersChanged { schedule(now: now) }
+    }
+
+    static func isLocal(_ address: String?) -> Bool {
+        guard let a = address else { return false }
+        return a == "127.0.0.1" || a == "::1" || a.hasPrefix("127.") || a == "::ffff:127.0.0.1"
     }
 
     /// A worker is gone (silent, or it said goodbye): its assignment is released and its job told.

@@ -91,7 +91,7 @@ extension CoordinatorLoop {
         try store.setReason(run.job, nil)
         logger.info("training started", metadata: ["job.id": "\(run.job)", "step": "\(state.step)", "members": "\(run.members.count)",
                                                    "parameters": "\(state.model.parameterCount)"])
-        try run.sendAllParameters(forStep: state.step, on: data)
+        try run.sendAllParameters(forStep: state.step, on: data, ipc: ipcData)
         if run.phase == .finishing { try metricsArrived(run, step: state.step) }
     }
 
@@ -101,7 +101,7 @@ extension CoordinatorLoop {
         let identity = frames[0].bytes
         let message: Message
         do { message = try decode(frames) } catch { return refuseMalformed(socket, identity, error) }
-        let caller = caller(of: frames[1])
+        let caller = caller(of: frames[1], identity: identity, ipc: socket === ipcData)
         let kind: String = if case let .notice(n) = message { n.kind } else { "shard" }
         if let denial = Access.denial(caller, kind, on: .data) { return deny(socket, identity, nil, caller, denial) }
         let member = caller.name
@@ -110,6 +110,7 @@ extension CoordinatorLoop {
             let attach = try n.decodeBody(as: TrainingNotice.Attach.self)
             guard let run = runs[attach.job], run.members.contains(member) else { return }
             run.dataIdentity[member] = identity
+            run.dataOverIPC[member] = socket === ipcData
             try beginIfReady(run)
         case let .shard(header):
             guard let run = runs[Job.ID(header.job)], let aggregator = run.aggregator, run.phase == .training else {
@@ -186,14 +187,14 @@ extension CoordinatorLoop {
         run.completedShards += 1
         if run.spec.optimizer.clipNorm == nil {
             run.applyShard(k)
-            try run.sendParameters(shard: k, forStep: state.step + 1, on: data)
+            try run.sendParameters(shard: k, forStep: state.step + 1, on: data, ipc: ipcData)
         }
         guard run.completedShards == aggregator.layout.shardCount else { return }
         if let maxNorm = run.spec.optimizer.clipNorm {
             // Global-norm clipping needs the whole gradient: every shard is applied after the last lands.
             let scale = GradientClipping.scale(norm: run.gradientNorm(), maxNorm: maxNorm)
             for j in 0..<aggregator.layout.shardCount { run.applyShard(j, gradientScale: scale) }
-            try run.sendAllParameters(forStep: state.step + 1, on: data)
+            try run.sendAllParameters(forStep: state.step + 1, on: data, ipc: ipcData)
         }
         try stepDone(run)
     }

@@ -31,6 +31,11 @@ final class CoordinatorLoop {
     let api: Socket
     let control: Socket
     let data: Socket
+    /// The ipc data endpoint for workers on this host (no CURVE: see `ipcSessions`).
+    let ipcData: Socket?
+    /// ipc routing identity (a session id handed out in a CURVE-authenticated registration) →
+    /// the worker it names.
+    var ipcSessions: [[UInt8]: Principal] = [:]
     let zap: ZAPHandler?
     let publicKey: CurveKey?
     var monitors: [(name: String, monitor: SocketMonitor)] = []
@@ -82,6 +87,19 @@ final class CoordinatorLoop {
             try socket.setRouterMandatory(true)
         }
         try data.setHighWaterMarks(send: 0, receive: 0)
+        if settings.ipc {
+            let dir = settings.dataDirectory + "/ipc"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            chmod(dir, 0o700) // only the coordinator's user may open what is inside
+            unlink(dir + "/data") // a stale socket file from a killed coordinator
+            let s = try Socket(context, .router)
+            try s.setHighWaterMarks(send: 0, receive: 0)
+            try s.setMaxMessageSize(256 << 20)
+            try s.bind(settings.ipcDataEndpoint)
+            ipcData = s
+        } else {
+            ipcData = nil
+        }
         monitors = [("api", try SocketMonitor(api)), ("control", try SocketMonitor(control)), ("data", try SocketMonitor(data))]
         tallies = Array(repeating: ConnectionTally(), count: monitors.count)
         try api.bind(settings.apiEndpoint)
@@ -127,6 +145,7 @@ final class CoordinatorLoop {
         let apiIndex = poller.add(api)
         let controlIndex = poller.add(control)
         let dataIndex = poller.add(data)
+        let ipcIndex = ipcData.map { poller.add($0) } ?? -1
         let monitorIndices = monitors.map { poller.add($0.monitor.socket) }
         var nextTick = Date()
         while !shouldStop() {
@@ -135,6 +154,7 @@ final class CoordinatorLoop {
             if ready.contains(apiIndex) { drain(api, handleApi) }
             if ready.contains(controlIndex) { drain(control, handleControl) }
             if ready.contains(dataIndex) { drain(data, handleData, limit: 4096) }
+            if ready.contains(ipcIndex), let ipcData { drain(ipcData, handleData, limit: 4096) }
             if !runs.isEmpty { checkDeadlines(now: Date()) }
             for (i, index) in monitorIndices.enumerated() where ready.contains(index) { drainMonitor(i) }
             if Date() >= nextTick {
@@ -180,9 +200,17 @@ final class CoordinatorLoop {
 
     /// Who sent `frame`: from its User-Id (the CURVE key) and the current database, so that an
     /// enrolment or a revocation applies to connections that are already open.
-    func caller(of frame: InboundFrame) -> Caller {
+    func caller(of frame: InboundFrame, identity: [UInt8]? = nil, ipc: Bool = false) -> Caller {
+        if ipc {
+            guard let identity, let p = ipcSessions[identity] else { return .enrollee(publicKey: "ipc") }
+            return caller(publicKey: p.publicKey)
+        }
         guard !settings.plaintext else { return .plaintext }
         guard let key = frame.property("User-Id") else { return .enrollee(publicKey: "?") }
+        return caller(publicKey: key)
+    }
+
+    func caller(publicKey key: String) -> Caller {
         if let cached = principalCache[key] { return cached }
         let caller: Caller
         if let p = try? store.principal(publicKey: key) {

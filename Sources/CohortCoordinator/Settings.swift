@@ -16,6 +16,9 @@ public struct CoordinatorSettings: Sendable {
     public var dataEndpoint: String
     /// tcp without CURVE: only with an explicit flag, and logged as a warning.
     public var plaintext: Bool
+    /// Offer workers on this host an ipc data endpoint (DATA_DIR/ipc, mode 0700), 1.3–1.5×
+    /// faster than tcp. Off where network namespaces share a host (they do not separate ipc).
+    public var ipc = false
     public var registry: Registry
     /// How often liveness and scheduling run.
     public var tickMilliseconds: Int
@@ -54,6 +57,7 @@ public struct CoordinatorSettings: Sendable {
 
     public var databasePath: String { dataDirectory + "/state.sqlite" }
     public var keyPath: String { dataDirectory + "/coordinator.key" }
+    public var ipcDataEndpoint: String { "ipc://" + dataDirectory + "/ipc/data" }
 }
 
 /// A job spec that cannot be accepted; `problems` lists every one, each with its field path.

@@ -10,8 +10,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
     public var plaintext: Bool?
     public var heartbeatInterval: Double?
     public var missedHeartbeats: Int?
+    public var ipc: Bool?
 
-    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats"]
+    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc"]
 
     public init() {}
 
@@ -33,6 +34,7 @@ public struct CoordinatorConfig: Sendable, Hashable {
             if let n = node("heartbeat-interval") {
                 c.heartbeatInterval = f.number(n, "heartbeat-interval", expected: "seconds, a number from 0.05 to 60", where: { $0 >= 0.05 && $0 <= 60 })
             }
+            if let n = node("ipc") { c.ipc = f.bool(n, "ipc") }
             if let n = node("missed-heartbeats") {
                 c.missedHeartbeats = f.integer(n, "missed-heartbeats", minimum: 1, expected: "a positive integer")
             }

@@ -281,9 +281,16 @@ public struct RegisterReply: Sendable, Hashable, Codable {
     public var workerId: Int64
     /// How often the coordinator expects a heartbeat.
     public var heartbeatIntervalMs: Int
-    public init(workerId: Int64, heartbeatIntervalMs: Int) {
+    /// For a worker on the coordinator's host when the coordinator offers ipc: the data
+    /// endpoint to use instead of tcp (no CURVE; its directory is the coordinator user's), and
+    /// the session id to present there as routing identity, which names this worker.
+    public var ipcData: String?
+    public var session: String?
+    public init(workerId: Int64, heartbeatIntervalMs: Int, ipcData: String? = nil, session: String? = nil) {
         self.workerId = workerId
         self.heartbeatIntervalMs = heartbeatIntervalMs
+        self.ipcData = ipcData
+        self.session = session
     }
 }
 

@@ -43,6 +43,8 @@ public final class WorkerAgent {
     var nextHeartbeat = Date()
     var sequence: UInt64 = 0
     var registered = false
+    /// The ipc data endpoint and session id the coordinator offered (this host only).
+    var ipc: (endpoint: String, session: [UInt8])?
     var current: ActiveJob?
 
     /// A job this worker is training.
@@ -142,6 +144,11 @@ public final class WorkerAgent {
                     registered = true
                     heartbeatInterval = Double(r.heartbeatIntervalMs) / 1000
                     nextHeartbeat = Date() // start at the coordinator's pace at once
+                    if let endpoint = r.ipcData, let session = r.session, let id = Self.bytes(hex: session) {
+                        ipc = (endpoint, id)
+                    } else {
+                        ipc = nil
+                    }
                     logger.info("registered", metadata: ["worker.id": "\(r.workerId)"])
                 } else {
                     let text = (try? reply.decodeBody(as: ApiErrorBody.self).error) ?? "\(reply.status)"
@@ -197,8 +204,14 @@ public final class WorkerAgent {
         try data.setLinger(milliseconds: 0)
         try data.setHighWaterMarks(send: 0, receive: 0)
         try data.setMaxMessageSize(256 << 20)
-        try data.makeCurveClient(keys: settings.keys, serverKey: settings.serverKey)
-        try data.connect(settings.address.endpoints.data)
+        if let ipc {
+            // On the coordinator's host: ipc, named by the session id from our CURVE registration.
+            try data.setRoutingId(ipc.session)
+            try data.connect(ipc.endpoint)
+        } else {
+            try data.makeCurveClient(keys: settings.keys, serverKey: settings.serverKey)
+            try data.connect(settings.address.endpoints.data)
+        }
         let job = ActiveJob(assignment: a, spec: spec, model: model, train: train, test: test, sampler: sampler, data: data)
         current = job
         try data.send(Message.notice(try Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job))).encode())
@@ -207,7 +220,19 @@ public final class WorkerAgent {
                                          trainExamples: train.count, contentHash: manifest.contentHash)
         try control.send(Message.notice(try Notice(kind: NoticeKind.ready, json: ready)).encode())
         logger.info("job taken", metadata: ["job.id": "\(a.job)", "rank": "\(a.rank)", "world": "\(a.worldSize)",
+                                            "data": "\(ipc == nil ? "tcp, CURVE" : "ipc")",
                                             "parameters": "\(model.parameterCount)", "train": "\(train.count)"])
+    }
+
+    static func bytes(hex: String) -> [UInt8]? {
+        let chars = Array(hex.utf8)
+        guard chars.count % 2 == 0, !chars.isEmpty else { return nil }
+        var out: [UInt8] = []
+        for i in stride(from: 0, to: chars.count, by: 2) {
+            guard let b = UInt8(String(decoding: chars[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+            out.append(b)
+        }
+        return out.first == 0 ? nil : out // libzmq reserves ids that start with 0
     }
 
     private func drainData(_ job: ActiveJob) {

@@ -11,8 +11,10 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     let dataDir: String
     let port: Int
     var daemon: Daemon?
+    let ipc: Bool
 
-    init(dataDir: String? = nil) throws {
+    init(dataDir: String? = nil, ipc: Bool = false) throws {
+        self.ipc = ipc
         self.dataDir = try dataDir ?? TestSupport.temporaryDirectory("coordinator").path
         port = freePortTriple()
         try start()
@@ -20,7 +22,7 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
 
     func start() throws {
         daemon = try Daemon(try cohortBinary(), ["coordinator", "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)",
-                                                  "--heartbeat-interval", "0.2", "--missed-heartbeats", "3"],
+                                                  "--heartbeat-interval", "0.2", "--missed-heartbeats", "3"] + (ipc ? ["--ipc"] : []),
                             logPath: dataDir + "/coordinator.log")
     }
 

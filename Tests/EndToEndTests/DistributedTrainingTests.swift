@@ -71,6 +71,23 @@ struct DistributedTrainingTests {
         withExtendedLifetime(workers) {}
     }
 
+    /// Workers on the coordinator's host take the ipc data endpoint (named by the session id of
+    /// their CURVE registration) and train exactly as over tcp.
+    @Test func workersOnTheCoordinatorsHostUseIPCAndMatchOneProcess() async throws {
+        let c = try CoordinatorProcess(ipc: true)
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let id = try await submit(c, Self.equivalenceSpec + "\ncluster: {min-workers: 2}\n")
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        for w in workers { #expect(w.log.contains("data=ipc"), "\(w.log.suffix(500))") }
+        let mode = try FileManager.default.attributesOfItem(atPath: c.dataDir + "/ipc")[.posixPermissions] as? Int
+        #expect(mode == 0o700, "only the coordinator's user may open the ipc directory")
+        let relative = try await relativeDistanceToOneProcess(c, id)
+        #expect(relative <= 1e-5, "‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
+        withExtendedLifetime(workers) {}
+    }
+
     /// bf16 gradient shards (small ones, many per step) halve the bytes and still train.
     @Test func bf16ShardsHalveTheUplinkAndStillTrain() async throws {
         let c = try CoordinatorProcess()
@@ -93,31 +110,39 @@ struct DistributedTrainingTests {
 
     /// DESIGN.md's promise: distributed training equals single-process training with the same
     /// global batch, up to float summation order.
+    static let equivalenceSpec = """
+        name: equivalence
+        model: {kind: mlp, hidden: [64], activation: tanh}
+        data: {dataset: digits, sharding: shared}
+        optimizer: {kind: adamw, lr: 0.003, weight-decay: 0.01}
+        schedule: {kind: cosine, warmup-steps: 5}
+        training: {steps: 50, global-batch-size: 64}
+        eval-every: 0
+        seed: 11
+        """
+
     @Test func twoWorkersEqualOneProcessWithinOneInAHundredThousand() async throws {
         let c = try CoordinatorProcess()
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
-        let spec = """
-            name: equivalence
-            model: {kind: mlp, hidden: [64], activation: tanh}
-            data: {dataset: digits, sharding: shared}
-            optimizer: {kind: adamw, lr: 0.003, weight-decay: 0.01}
-            schedule: {kind: cosine, warmup-steps: 5}
-            training: {steps: 50, global-batch-size: 64}
-            eval-every: 0
-            seed: 11
-            """
-        let id = try await submit(c, spec + "\ncluster: {min-workers: 2}\n")
+        let id = try await submit(c, Self.equivalenceSpec + "\ncluster: {min-workers: 2}\n")
         let job = try await waitForJob(c, id, until: ["completed", "failed"])
         #expect(job.state == "completed", "\(job.reason ?? "")")
-        let distributed = try Safetensors.read(from: URL(fileURLWithPath: c.dataDir + "/checkpoints/job-\(id)/step-50.safetensors"))
+        let relative = try await relativeDistanceToOneProcess(c, id)
+        #expect(relative <= 1e-5, "‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
+        print("equivalence after 50 steps, 2 workers vs 1 process: ‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
+        withExtendedLifetime(workers) {}
+    }
 
+    /// ‖θ_dist − θ_single‖ / ‖θ_single‖ between the coordinator's final checkpoint of `id` and
+    /// `cohort train` of the same spec in one process.
+    func relativeDistanceToOneProcess(_ c: CoordinatorProcess, _ id: Int64) async throws -> Double {
+        let distributed = try Safetensors.read(from: URL(fileURLWithPath: c.dataDir + "/checkpoints/job-\(id)/step-50.safetensors"))
         let dir = try TestSupport.temporaryDirectory("single")
-        try spec.write(toFile: dir.path + "/spec.yaml", atomically: true, encoding: .utf8)
+        try Self.equivalenceSpec.write(toFile: dir.path + "/spec.yaml", atomically: true, encoding: .utf8)
         let single = try await runProcess(try cohortBinary(), ["train", dir.path + "/spec.yaml", "--out", dir.path, "--threads", "1"])
         #expect(single.status == 0, "\(single.stderr)")
         let local = try Safetensors.read(from: dir.appendingPathComponent("equivalence-step50.safetensors"))
-
         var diff = 0.0, norm = 0.0, compared = 0
         for t in local.tensors where !t.name.hasPrefix("optimizer") {
             let other = try #require(distributed.tensors.first { $0.name == t.name }, "\(t.name) missing from the coordinator's checkpoint")
@@ -129,10 +154,7 @@ struct DistributedTrainingTests {
             compared += 1
         }
         #expect(compared == 4)
-        let relative = (diff / norm).squareRoot()
-        #expect(relative <= 1e-5, "‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
-        print("equivalence after 50 steps, 2 workers vs 1 process: ‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
-        withExtendedLifetime(workers) {}
+        return (diff / norm).squareRoot()
     }
 }
 

@@ -24,6 +24,8 @@ final class JobRun {
     var phase = Phase.gathering
     var ready: [String: TrainingNotice.Ready] = [:]
     var dataIdentity: [String: [UInt8]] = [:]
+    /// Members whose data connection is the ipc endpoint.
+    var dataOverIPC: [String: Bool] = [:]
     var state: TrainingState?
     var aggregator: StepAggregator?
     var completedShards = 0
@@ -120,7 +122,7 @@ final class JobRun {
     /// zero-copy from the parameter buffer. Safe because members are fixed for a run: shard k
     /// changes again only when every member sent its next gradient, which each does only after
     /// it received all of these.
-    func sendParameters(shard k: Int, forStep step: Int, on socket: Socket) throws {
+    func sendParameters(shard k: Int, forStep step: Int, on tcp: Socket, ipc: Socket?) throws {
         guard let state, let aggregator else { return }
         let range = aggregator.layout.range(k)
         let header = ShardHeader(job: UInt64(job), step: UInt64(step), kind: .parameters, encoding: .fp32, shard: UInt32(k),
@@ -131,6 +133,7 @@ final class JobRun {
         let payload = UnsafeRawBufferPointer(start: params.baseAddress + range.lowerBound, count: range.count * 4)
         for member in members {
             guard let identity = dataIdentity[member] else { continue }
+            let socket = dataOverIPC[member] == true ? (ipc ?? tcp) : tcp
             if lagging.contains(member) {
                 try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
             } else {
@@ -140,9 +143,9 @@ final class JobRun {
         }
     }
 
-    func sendAllParameters(forStep step: Int, on socket: Socket) throws {
+    func sendAllParameters(forStep step: Int, on tcp: Socket, ipc: Socket?) throws {
         guard let aggregator else { return }
-        for k in 0..<aggregator.layout.shardCount { try sendParameters(shard: k, forStep: step, on: socket) }
+        for k in 0..<aggregator.layout.shardCount { try sendParameters(shard: k, forStep: step, on: tcp, ipc: ipc) }
     }
 
     /// Applies the optimizer to shard k with the fused gradient.
