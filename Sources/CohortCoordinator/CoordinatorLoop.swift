@@ -52,7 +52,7 @@ final class CoordinatorLoop {
     var rejectionLogged: Set<String> = []
     var lastProgressWrite: [Job.ID: Int] = [:]
     var lastProgressAt = Date()
-    let keepCheckpoints = 3
+    var keepCheckpoints: Int { settings.keepCheckpoints }
     /// Heartbeats are kept here and written to the database once per tick, so a thousand
     /// workers cost one transaction a tick, not a thousand fsyncs a second.
     var lastSeen: [Worker.ID: Date] = [:]

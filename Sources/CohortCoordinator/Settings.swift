@@ -19,6 +19,8 @@ public struct CoordinatorSettings: Sendable {
     /// Offer workers on this host an ipc data endpoint (DATA_DIR/ipc, mode 0700), 1.3–1.5×
     /// faster than tcp. Off where network namespaces share a host (they do not separate ipc).
     public var ipc = false
+    /// Checkpoints kept per job (the newest); older files are deleted after each new one.
+    public var keepCheckpoints = 3
     public var registry: Registry
     /// How often liveness and scheduling run.
     public var tickMilliseconds: Int

@@ -11,8 +11,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
     public var heartbeatInterval: Double?
     public var missedHeartbeats: Int?
     public var ipc: Bool?
+    public var keepCheckpoints: Int?
 
-    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc"]
+    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc", "keep-checkpoints"]
 
     public init() {}
 
@@ -35,6 +36,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
                 c.heartbeatInterval = f.number(n, "heartbeat-interval", expected: "seconds, a number from 0.05 to 60", where: { $0 >= 0.05 && $0 <= 60 })
             }
             if let n = node("ipc") { c.ipc = f.bool(n, "ipc") }
+            if let n = node("keep-checkpoints") {
+                c.keepCheckpoints = f.integer(n, "keep-checkpoints", minimum: 1, expected: "a positive integer")
+            }
             if let n = node("missed-heartbeats") {
                 c.missedHeartbeats = f.integer(n, "missed-heartbeats", minimum: 1, expected: "a positive integer")
             }

@@ -19,6 +19,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "The address clients and workers are told to use (hello, join tokens). Default: --listen's.") var advertise: String?
     @Flag(help: "Serve tcp without CURVE: anyone on the network can read and send everything. Testing only.") var plaintext = false
     @Flag(help: "Offer workers on this host an ipc data endpoint (DATA_DIR/ipc, mode 0700): faster than tcp.") var ipc = false
+    @Option(help: "Checkpoints kept per job (the newest).") var keepCheckpoints: Int?
     @Option(help: "Seconds between worker heartbeats.") var heartbeatInterval: Double?
     @Option(help: "Heartbeats a worker may miss before it is declared lost.") var missedHeartbeats: Int?
 
@@ -49,6 +50,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             registry: Registry(heartbeatInterval: heartbeatInterval ?? file.heartbeatInterval ?? 1,
                                missedHeartbeats: missedHeartbeats ?? file.missedHeartbeats ?? 5))
         settings.ipc = ipc || (file.ipc ?? false)
+        settings.keepCheckpoints = keepCheckpoints ?? file.keepCheckpoints ?? 3
+        guard settings.keepCheckpoints >= 1 else { throw ValidationError("--keep-checkpoints must be at least 1") }
         let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind
         settings.apiEndpoint = "tcp://\(bindHost):\(listenAddress.port)"
         settings.controlEndpoint = "tcp://\(bindHost):\(listenAddress.port + 1)"
