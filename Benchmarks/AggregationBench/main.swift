@@ -5,7 +5,7 @@
 // sizes in the same run. Workers and hub are threads of this process, each with its own ZeroMQ
 // context, on loopback. Release mode:
 //
-//     swift build -c release --product cohort-bench-aggregation && .build/release/cohort-bench-aggregation
+//     swift build -c release && .build/release/cohort-bench-aggregation   (it also runs the cohort binary)
 import CohortCompute
 import CohortCoordinator
 import CohortTransport
@@ -195,3 +195,80 @@ for n in sizes {
     }
 }
 print("plaintext rows are plaintext (no CURVE); the CURVE column encrypts every byte")
+
+// MARK: - End-to-end training: 2 workers × 1 thread against 1 process × 2 threads
+
+/// Runs `cohort` (beside this binary) and returns its standard output.
+@discardableResult
+func cohort(_ arguments: [String], environment: [String: String] = [:], background: Bool = false) throws -> (Process, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: args[0]).deletingLastPathComponent().appendingPathComponent("cohort")
+    p.arguments = arguments
+    p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let out = Pipe()
+    p.standardOutput = background ? FileHandle.nullDevice : out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    if background { return (p, "") }
+    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    return (p, text)
+}
+
+func endToEnd() throws {
+    let steps = quick ? 300 : 1500, batch = 128
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cohort-e2e-bench-\(getpid())").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let spec = """
+        name: throughput
+        model: {kind: mlp, hidden: [256, 128]}
+        data: {dataset: fashion-mnist}
+        optimizer: {kind: adamw, lr: 0.001}
+        training: {steps: \(steps), global-batch-size: \(batch)}
+        eval-every: 0
+        seed: 1
+        cluster: {min-workers: 2}
+        """
+    try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+    // One process, two threads.
+    let (_, single) = try cohort(["train", dir + "/spec.yaml", "--threads", "2", "--out", dir + "/single"])
+    let singleRate = single.split(separator: "\n").first { $0.hasPrefix("done in") }
+        .flatMap { Double($0.split(separator: "(")[1].split(separator: " ")[0]) }
+    // A coordinator and two one-thread workers on this host (ipc data plane).
+    let port = 40_000 + Int(getpid() % 10_000)
+    let env = ["COHORT_KEY": dir + "/coord/admin.key", "COHORT_COORDINATOR": "127.0.0.1:\(port)"]
+    let (coordinator, _) = try cohort(["coordinator", "--data-dir", dir + "/coord", "--listen", "127.0.0.1:\(port)", "--ipc"], background: true)
+    defer { coordinator.terminate(); coordinator.waitUntilExit() }
+    var ready = false
+    for _ in 0..<100 where !ready {
+        Thread.sleep(forTimeInterval: 0.1)
+        ready = FileManager.default.fileExists(atPath: dir + "/coord/admin.key") && (try? cohort(["jobs", "--timeout", "1"], environment: env).0.terminationStatus) == 0
+    }
+    var workers: [Process] = []
+    defer { for w in workers { w.terminate(); w.waitUntilExit() } }
+    for name in ["pku-01", "sjtu-01"] {
+        let (_, token) = try cohort(["admin", "token", "--institution", String(name.prefix(while: { $0 != "-" })), "--role", "worker"], environment: env)
+        workers.append(try cohort(["worker", "--state-dir", dir + "/" + name, "--join", token.trimmingCharacters(in: .whitespacesAndNewlines),
+                                   "--name", name, "--threads", "1"], background: true).0)
+    }
+    Thread.sleep(forTimeInterval: 1)
+    let (_, submitted) = try cohort(["submit", "--json", dir + "/spec.yaml"], environment: env)
+    guard let id = submitted.split(separator: ":").last.flatMap({ Int($0.filter(\.isNumber)) }) else { return print("end-to-end: submit failed") }
+    var distributedRate: Double?
+    for _ in 0..<600 {
+        Thread.sleep(forTimeInterval: 0.25)
+        let (_, text) = try cohort(["status", "\(id)", "--json"], environment: env)
+        guard let s = try? JSONDecoder().decode(StatusReply.self, from: Data(text.utf8)), s.job.state == "completed",
+              let running = s.job.stateTimes["running"], let done = s.job.stateTimes["completed"] else { continue }
+        distributedRate = Double(steps * batch) / (done - running)
+        break
+    }
+    print("")
+    print("end-to-end training, Fashion-MNIST MLP 784-256-128-10, batch \(batch), \(steps) steps (samples/s; distributed includes the workers' data loading):")
+    print(String(format: "  1 process × 2 threads (cohort train):            %8.0f", singleRate ?? .nan))
+    print(String(format: "  2 workers × 1 thread (coordinator + ipc, CURVE): %8.0f   ratio %.2f×", distributedRate ?? .nan,
+                 (distributedRate ?? .nan) / (singleRate ?? .nan)))
+}
+
+try endToEnd()

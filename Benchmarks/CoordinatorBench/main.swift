@@ -2,7 +2,7 @@
 // and the coordinator's CPU share while 1,000 simulated workers heartbeat once a second.
 // Run in release mode (it starts the release `cohort coordinator` beside this binary):
 //
-//     swift build -c release --product cohort --product cohort-bench-coordinator && .build/release/cohort-bench-coordinator
+//     swift build -c release && .build/release/cohort-bench-coordinator
 //
 // Latencies are an in-process client's round trip over tcp loopback with CURVE on (what a
 // script or the CLI pays after its start-up), not process start-up.
