@@ -64,6 +64,8 @@ extension CoordinatorLoop {
             }
             stats.heartbeats.add(1, ordering: .relaxed)
             lastSeen[id] = Date()
+            // A worker declared lost that beats again is reachable on this connection again.
+            if case let .principal(p) = caller, controlIdentity[p.name] == nil { controlIdentity[p.name] = identity }
             dirtyHeartbeats.insert(id)
             send(socket, to: identity, .heartbeat(beat)) // echoed so the worker can measure the round trip
         case let .notice(notice):

@@ -196,8 +196,13 @@ public final class WorkerAgent {
         let description = try spec.modelDescription(dataset: manifest)
         var context: Int?
         if case let .transformer(t) = description { context = t.context }
+        // Loading blocks this thread: beat between the slow parts so the coordinator does not
+        // take a busy worker for a dead one.
+        heartbeat()
         let train = try Dataset.load(manifest, split: .train, context: context)
+        heartbeat()
         let test = try Dataset.load(manifest, split: .test, context: context)
+        heartbeat()
         let model = try Model(description, seed: spec.seed)
         let sampler = try Sampler(seed: spec.seed, datasetSize: train.count, globalBatchSize: spec.training.globalBatchSize)
         let data = try Socket(self.context, .dealer)

@@ -22,7 +22,7 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
 
     func start() throws {
         daemon = try Daemon(try cohortBinary(), ["coordinator", "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)",
-                                                  "--heartbeat-interval", "0.2", "--missed-heartbeats", "3"] + (ipc ? ["--ipc"] : []),
+                                                  "--heartbeat-interval", "0.2", "--missed-heartbeats", "10"] + (ipc ? ["--ipc"] : []),
                             logPath: dataDir + "/coordinator.log")
     }
 
