@@ -96,7 +96,7 @@ final class JobRun {
     /// Builds (or keeps) the authoritative model once every member agrees on it.
     func start() throws {
         let descriptions = Set(ready.values.compactMap { try? JSONDecoder().decode(ModelDescription.self, from: Data($0.model.utf8)) })
-        guard descriptions.count == 1, let description = descriptions.first, descriptions.count == 1 else {
+        guard descriptions.count == 1, let description = descriptions.first else {
             throw TrainingError("members built different models from the spec (their datasets differ?): "
                                 + ready.map { "\($0.key): \($0.value.model)" }.sorted().joined(separator: "; "))
         }
