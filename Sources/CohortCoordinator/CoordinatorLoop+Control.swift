@@ -135,10 +135,25 @@ extension CoordinatorLoop {
         workersChanged = false
         do {
             let jobs = try store.schedulableJobs()
-            guard !jobs.isEmpty else { return }
-            apply(Scheduler.plan(jobs: jobs, workers: try placeableWorkers(), now: now), to: jobs, now: now)
+            if !jobs.isEmpty { apply(Scheduler.plan(jobs: jobs, workers: try placeableWorkers(), now: now), to: jobs, now: now) }
+            try growRunningJobs(now: now)
         } catch {
             logger.error("scheduling failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Workers left idle join running jobs below their maximum, at the next step boundary:
+    /// the run restarts with the new members from the parameters it has (the step in progress
+    /// is redone), and the global batch is re-split among them.
+    private func growRunningJobs(now: Date) throws {
+        let running = try store.jobs(state: .running, limit: 100_000).filter { $0.maxWorkers > 1 }
+        guard !running.isEmpty else { return }
+        let sizes = try running.map { ($0, try store.assignments(of: $0.id).count) }
+        for (job, gained) in Scheduler.growth(running: sizes, workers: try placeableWorkers()) {
+            try store.grow(job, with: gained, at: now)
+            logger.info("job grows", metadata: ["job.id": "\(job)", "workers": "\(gained.count)"])
+            endRun(job, reason: "more workers joined; restarting at the step boundary")
+            startRun(job)
         }
     }
 

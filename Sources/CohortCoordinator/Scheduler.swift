@@ -39,6 +39,21 @@ public enum Scheduler {
         return plan
     }
 
+    /// Running jobs below their maximum take idle workers that fit them (after every queued and
+    /// waiting job had its chance): job → the workers it gains.
+    public static func growth(running: [(job: Job, members: Int)], workers: [Worker]) -> [Job.ID: [Worker.ID]] {
+        var free = workers.filter { $0.state == .idle }.sorted { $0.id < $1.id }
+        var out: [Job.ID: [Worker.ID]] = [:]
+        for (job, members) in running.sorted(by: { ($0.job.priority, -$0.job.id) > ($1.job.priority, -$1.job.id) })
+        where job.state == .running && members < job.maxWorkers {
+            let take = Array(free.filter { fits($0, job) }.prefix(job.maxWorkers - members)).map(\.id)
+            guard !take.isEmpty else { continue }
+            out[job.id] = take
+            free.removeAll { take.contains($0.id) }
+        }
+        return out
+    }
+
     static func fits(_ worker: Worker, _ job: Job) -> Bool {
         (job.institutions.isEmpty || job.institutions.contains(worker.institution))
             && worker.cores >= job.minCores && worker.memoryBytes >= job.minMemoryBytes

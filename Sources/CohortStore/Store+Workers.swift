@@ -80,6 +80,22 @@ extension Store {
         }
     }
 
+    /// Adds workers to a running job (it had fewer than its maximum), in one transaction.
+    public func grow(_ job: Job.ID, with workers: [Worker.ID], actor: String = "scheduler", at now: Date = Date()) throws(StoreError) {
+        try write { db in
+            var rank = (try Int.fetchOne(db, sql: "SELECT MAX(rank) FROM assignments WHERE job_id = ? AND released_at IS NULL", arguments: [job]) ?? -1) + 1
+            var names: [String] = []
+            for worker in workers {
+                try db.execute(sql: "INSERT INTO assignments (job_id, worker_id, rank, assigned_at) VALUES (?, ?, ?, ?)",
+                               arguments: [job, worker, rank, now.timeIntervalSince1970])
+                try db.execute(sql: "UPDATE workers SET state = 'busy' WHERE id = ?", arguments: [worker])
+                names += try String.fetchAll(db, sql: "SELECT name FROM workers WHERE id = ?", arguments: [worker])
+                rank += 1
+            }
+            try Self.appendEvent(db, at: now, actor: actor, kind: "job.grown", job: job, detail: names.joined(separator: ","))
+        }
+    }
+
     static func start(_ db: Database, _ job: Job.ID, on workers: [Worker.ID], actor: String, at now: Date) throws -> Job {
         let t = now.timeIntervalSince1970
         var names: [String] = []

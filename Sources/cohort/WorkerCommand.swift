@@ -67,9 +67,14 @@ struct WorkerService: Service {
         try await withGracefulShutdownHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
                 let thread = Thread {
-                    do {
+                    // The agent (its sockets and context) is gone when this returns, so its
+                    // goodbye has been handed to the network before the process can exit.
+                    func serve() throws {
                         let agent = try WorkerAgent(settings: settings, logger: logger)
                         agent.run { stop.flag.load(ordering: .acquiring) }
+                    }
+                    do {
+                        try serve()
                         c.resume()
                     } catch {
                         c.resume(throwing: error)

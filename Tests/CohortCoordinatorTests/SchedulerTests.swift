@@ -81,3 +81,17 @@ struct RegistryTests {
         #expect(registry.lost(workers, now: now).map(\.name) == ["silent", "busy-silent"])
     }
 }
+
+struct GrowthTests {
+    @Test func runningJobsBelowTheirMaximumTakeIdleWorkersThatFit() {
+        let a = makeJob(1, min: 1, max: 3, state: .running)
+        let b = makeJob(2, min: 1, max: 2, priority: 5, state: .running, institutions: ["sjtu"])
+        let full = makeJob(3, min: 1, max: 1, state: .running)
+        let workers = [makeWorker(1, "pku-01"), makeWorker(2, "sjtu-01", at: "sjtu"), makeWorker(3, "pku-02"),
+                       makeWorker(4, "busy", state: .busy, job: 3)]
+        let growth = Scheduler.growth(running: [(a, 1), (b, 1), (full, 1)], workers: workers)
+        #expect(growth[2] == [2], "the higher-priority job first, and only from its institutions")
+        #expect(growth[1] == [1, 3], "then up to the maximum from what is left")
+        #expect(growth[3] == nil, "a job at its maximum takes nothing")
+    }
+}

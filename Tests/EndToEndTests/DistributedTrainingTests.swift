@@ -220,6 +220,21 @@ extension DistributedTrainingTests {
         withExtendedLifetime(workers) {}
     }
 
+    @Test func aWorkerThatArrivesLaterJoinsTheRunningJob() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        var workers = try await startWorkers(c, [("pku-01", "pku")])
+        let id = try await submit(c, Self.faultSpec.replacingOccurrences(of: "min-workers: 2", with: "min-workers: 1"))
+        try await waitForStep(c, id, atLeast: 100)
+        workers += try await startWorkers(c, [("sjtu-01", "sjtu")])
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let grown = try await events(c, id).filter { $0.kind == "job.grown" }.map(\.detail)
+        #expect(grown == ["sjtu-01"])
+        #expect(workers[1].log.contains("job taken"))
+        withExtendedLifetime(workers) {}
+    }
+
     @Test func aCancelledJobResumesWhereItStopped() async throws {
         let c = try CoordinatorProcess()
         try await onDedicatedThread { _ = try c.waitUntilServing() }
