@@ -187,24 +187,24 @@ extension CoordinatorLoop {
         run.completedShards += 1
         if run.spec.optimizer.clipNorm == nil {
             run.applyShard(k)
-            try run.sendParameters(shard: k, forStep: state.step + 1, on: data, ipc: ipcData)
+            try run.sendParameters(shard: k, forStep: state.step + run.spec.stepsPerRound, on: data, ipc: ipcData)
         }
         guard run.completedShards == aggregator.layout.shardCount else { return }
         if let maxNorm = run.spec.optimizer.clipNorm {
             // Global-norm clipping needs the whole gradient: every shard is applied after the last lands.
             let scale = GradientClipping.scale(norm: run.gradientNorm(), maxNorm: maxNorm)
             for j in 0..<aggregator.layout.shardCount { run.applyShard(j, gradientScale: scale) }
-            try run.sendAllParameters(forStep: state.step + 1, on: data, ipc: ipcData)
+            try run.sendAllParameters(forStep: state.step + run.spec.stepsPerRound, on: data, ipc: ipcData)
         }
         try stepDone(run)
     }
 
     private func stepDone(_ run: JobRun) throws {
         guard let state = run.state, let aggregator = run.aggregator else { return }
-        state.step += 1
+        state.step += run.spec.stepsPerRound
         run.completedShards = 0
         let elapsed = Date().timeIntervalSince(run.stepStartedAt)
-        let evaluated = state.step > 1 && run.evaluates(after: state.step - 1)
+        let evaluated = state.step > run.spec.stepsPerRound && run.evaluates(after: state.step - run.spec.stepsPerRound)
         if !evaluated {
             // How long the members that made it took: stragglers do not stretch the deadline.
             let sample = (run.lastMemberDoneAt ?? Date()).timeIntervalSince(run.stepStartedAt)
@@ -218,7 +218,7 @@ extension CoordinatorLoop {
         run.firstMemberDoneAt = nil
         run.lastMemberDoneAt = nil
         run.droppedThisStep = []
-        run.samplesPerSecond = Double(run.spec.training.globalBatchSize) / max(elapsed, 1e-9)
+        run.samplesPerSecond = Double(run.spec.training.globalBatchSize * run.spec.stepsPerRound) / max(elapsed, 1e-9)
         run.stepStartedAt = Date()
         rejectionLogged.removeAll(keepingCapacity: true)
         if state.step - lastProgressWrite[run.job, default: -1_000_000] >= 50 || Date().timeIntervalSince(lastProgressAt) > 1 || state.step == run.steps {
@@ -297,7 +297,7 @@ extension CoordinatorLoop {
         guard let description = try CheckpointMetadata.model(file.metadata) else { return nil }
         let spec = try JobSpec.parse(yaml: try store.job(job).spec, source: "job \(job)")
         let model = try Model(description, seed: spec.seed)
-        let optimizer = spec.optimizer.computeOptimizer
+        let optimizer = spec.coordinatorOptimizer
         let state = optimizer.makeState(parameterCount: model.parameterCount)
         try ModelCheckpoint.read(from: url, into: model, optimizer: optimizer, state: state)
         logger.notice("resuming from checkpoint", metadata: ["job.id": "\(job)", "step": "\(step)", "path": "\(path)"])

@@ -76,7 +76,7 @@ extension JobSpec {
         // training
         var training = Training(steps: 1)
         if let node = required(top, "training", "", root, "a mapping with `steps`"),
-           let map = f.mapping(node, path: "training", known: ["steps", "global-batch-size", "shard-size-kib", "shard-encoding"])
+           let map = f.mapping(node, path: "training", known: ["steps", "global-batch-size", "shard-size-kib", "shard-encoding", "mode", "local-steps", "outer-optimizer"])
         {
             if let stepsNode = required(map, "steps", "training", node, "a positive integer"),
                let value = f.integer(stepsNode, "training.steps", minimum: 1, expected: "a positive integer")
@@ -96,6 +96,29 @@ extension JobSpec {
             }
             if let node = optional(map, "shard-encoding"), let value = f.choice(node, "training.shard-encoding", ShardEncoding.self) {
                 training.shardEncoding = value
+            }
+            if let node = optional(map, "mode"), let value = f.choice(node, "training.mode", Mode.self) { training.mode = value }
+            if let node = optional(map, "local-steps"),
+               let value = f.integer(node, "training.local-steps", minimum: 1, expected: "a positive integer (inner steps per round)")
+            {
+                training.localSteps = value
+                if training.mode != .local && value != 1 {
+                    f.report("training.local-steps", node, "applies to `training.mode: local` only")
+                } else if training.steps % value != 0 {
+                    f.report("training.local-steps", node, "must divide training.steps (\(training.steps)), got \(value)")
+                }
+            }
+            if let node = optional(map, "outer-optimizer"),
+               let outer = f.mapping(node, path: "training.outer-optimizer", known: ["kind", "lr", "momentum"])
+            {
+                if let n = optional(outer, "kind"), let v = f.choice(n, "training.outer-optimizer.kind", OuterOptimizer.Kind.self) { training.outer.kind = v }
+                if let n = optional(outer, "lr"), let v = f.number(n, "training.outer-optimizer.lr", expected: "a positive number", where: { $0 > 0 }) {
+                    training.outer.lr = Float(v)
+                }
+                if let n = optional(outer, "momentum"),
+                   let v = f.number(n, "training.outer-optimizer.momentum", expected: "a number in [0, 1)", where: { $0 >= 0 && $0 < 1 }) {
+                    training.outer.momentum = Float(v)
+                }
             }
         }
 
@@ -128,12 +151,18 @@ extension JobSpec {
            let value = f.integer(node, "eval-every", minimum: 0, expected: "a non-negative integer (0: only after the last step)")
         {
             evalEvery = value
+            if training.localSteps > 1 && value % training.localSteps != 0 {
+                f.report("eval-every", node, "must be a multiple of training.local-steps (\(training.localSteps)), got \(value)")
+            }
         }
         if let node = optional(top, "seed"), let value = f.unsigned(node, "seed") { seed = value }
         if let node = optional(top, "checkpoint-every"),
            let value = f.integer(node, "checkpoint-every", minimum: 0, expected: "a non-negative integer (0: only after the last step)")
         {
             checkpointEvery = value
+            if training.localSteps > 1 && value % training.localSteps != 0 {
+                f.report("checkpoint-every", node, "must be a multiple of training.local-steps (\(training.localSteps)), got \(value)")
+            }
         }
 
         let cluster = optional(top, "cluster").map { readCluster($0, f) } ?? Cluster()

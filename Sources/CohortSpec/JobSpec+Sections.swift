@@ -125,9 +125,30 @@ extension JobSpec {
     }
 }
 
+extension JobSpec {
+    /// The optimizer the coordinator applies: the spec's optimizer in `sync` mode; in `local`
+    /// mode the outer optimizer over the averaged delta (workers run the spec's optimizer inside).
+    public var coordinatorOptimizer: CohortCompute.Optimizer {
+        guard training.mode == .local else { return optimizer.computeOptimizer }
+        switch training.outer.kind {
+        case .nesterov: return .sgd(.init(momentum: training.outer.momentum, nesterov: true, weightDecay: 0))
+        case .average: return .sgd(.init(momentum: 0, nesterov: false, weightDecay: 0))
+        }
+    }
+
+    /// The coordinator's learning rate for the update after `step` (inner steps done).
+    public func coordinatorLearningRate(step: Int) -> Float {
+        guard training.mode == .local else { return schedule.learningRate(step: step, totalSteps: training.steps, lr: optimizer.lr) }
+        return training.outer.kind == .average ? 1 : training.outer.lr
+    }
+
+    /// Steps one round advances: 1 in `sync`, `local-steps` in `local`.
+    public var stepsPerRound: Int { training.mode == .local ? training.localSteps : 1 }
+}
+
 extension JobSpec.Optimizer {
     /// The compute core's optimizer for these settings.
-    public var computeOptimizer: Optimizer {
+    public var computeOptimizer: CohortCompute.Optimizer {
         switch kind {
         case .sgd: return .sgd(.init(momentum: momentum, nesterov: nesterov, weightDecay: weightDecay))
         case .adamw: return .adamW(.init(beta1: betas.0, beta2: betas.1, epsilon: eps, weightDecay: weightDecay))

@@ -143,8 +143,31 @@ public struct JobSpec: Sendable, Hashable {
         case fp32, bf16
     }
 
+    /// `sync`: one global batch per step, gradients aggregated every step. `local`: each worker
+    /// runs `local-steps` inner steps with its own optimizer, then sends its parameter delta; the
+    /// coordinator averages the deltas and applies the outer optimizer (DiLoCo, FedAvg).
+    public enum Mode: String, Sendable, Hashable, CaseIterable { case sync, local }
+
+    /// The outer optimizer of `mode: local`, applied to the averaged delta θ_start − θ_end.
+    public struct OuterOptimizer: Sendable, Hashable {
+        public enum Kind: String, Sendable, Hashable, CaseIterable {
+            /// SGD with Nesterov momentum (DiLoCo).
+            case nesterov
+            /// Plain averaging of the workers' parameters (FedAvg): lr 1, no momentum.
+            case average
+        }
+        public var kind: Kind = .nesterov
+        public var lr: Float = 0.7
+        public var momentum: Float = 0.9
+        public init() {}
+    }
+
     public struct Training: Sendable, Hashable {
         public var steps: Int
+        public var mode: Mode = .sync
+        /// Inner steps per round in `mode: local` (H).
+        public var localSteps: Int = 1
+        public var outer = OuterOptimizer()
         public var globalBatchSize: Int = 64
         /// Shard size of the flat gradient and parameter buffers on the wire.
         public var shardSizeKiB: Int = 1024

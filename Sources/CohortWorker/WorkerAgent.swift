@@ -58,12 +58,22 @@ public final class WorkerAgent {
         let data: Socket
         /// The gradient in bf16 when the job sends it so (reused every step).
         let bf16: BF16Buffer?
+        /// `mode: local`: the inner optimizer and its state (kept across rounds, started afresh
+        /// when the worker (re)joins), the parameters at the start of the round, inner steps run.
+        let inner: (optimizer: Optimizer, state: FlatBuffer, start: FlatBuffer)?
+        var innerSteps = 0
         var receivedStep = -1
         var received = 0
         var shardCount = 0
 
         init(assignment: TrainingNotice.Assignment, spec: JobSpec, model: Model, train: Dataset, test: Dataset, sampler: Sampler, data: Socket) {
             bf16 = assignment.encoding == "bf16" ? BF16Buffer(count: model.parameterCount) : nil
+            if spec.training.mode == .local {
+                let optimizer = spec.optimizer.computeOptimizer
+                inner = (optimizer, optimizer.makeState(parameterCount: model.parameterCount), FlatBuffer(count: model.parameterCount))
+            } else {
+                inner = nil
+            }
             self.assignment = assignment
             self.spec = spec
             self.model = model
@@ -264,6 +274,42 @@ public final class WorkerAgent {
         }
     }
 
+    /// What this worker sends for the round that starts at `step`, left in the gradient buffer:
+    /// in `sync` mode the gradient of its slice of global batch `step`; in `local` mode the delta
+    /// θ_start − θ_end after `local-steps` inner steps with its own optimizer (each on its slice
+    /// of the global batches `step`, `step+1`, …). Returns the last loss and the samples behind it.
+    private func computeContribution(_ job: ActiveJob, step: Int) throws -> (StepResult, Int) {
+        let a = job.assignment, spec = job.spec
+        func gradient(_ s: Int) throws -> (StepResult, Int) {
+            let batch = job.train.gather(job.sampler.indices(step: s, rank: a.rank, worldSize: a.worldSize))
+            job.model.zeroGradients()
+            let r = try job.model.forwardBackward(batch, dropoutSeed: spec.seed &+ UInt64(s) &* 0x9E37_79B9 &+ UInt64(a.rank))
+            return (r, batch.count)
+        }
+        guard let inner = job.inner else { return try gradient(step) }
+        let params = job.model.parameters
+        inner.start.copy(from: params.toArray())
+        var last: (StepResult, Int)?
+        var samples = 0
+        for s in step..<(step + spec.training.localSteps) {
+            let (r, n) = try gradient(s)
+            samples += n
+            var scale: Float = 1
+            if let maxNorm = spec.optimizer.clipNorm {
+                scale = GradientClipping.scale(norm: GradientClipping.norm(UnsafeBufferPointer(job.model.gradients.buffer)), maxNorm: maxNorm)
+            }
+            job.innerSteps += 1
+            inner.optimizer.step(parameters: params, gradients: job.model.gradients, state: inner.state,
+                                 learningRate: spec.schedule.learningRate(step: s, totalSteps: spec.training.steps, lr: spec.optimizer.lr),
+                                 t: job.innerSteps, gradientScale: scale)
+            last = (r, n)
+        }
+        // delta = θ_start − θ_end, into the gradient buffer that the shards are sent from.
+        let d = job.model.gradients.baseAddress, p = params.baseAddress, s0 = inner.start.baseAddress
+        for i in 0..<params.count { d[i] = s0[i] - p[i] }
+        return (last!.0, samples)
+    }
+
     /// All parameters for `step` are here: evaluate if this is an evaluation point, then compute
     /// and send the gradient of this rank's slice.
     private func stepParametersArrived(_ job: ActiveJob, step: Int) {
@@ -281,11 +327,9 @@ public final class WorkerAgent {
                 try control.send(Message.notice(try Notice(kind: NoticeKind.metrics, json: m)).encode())
             }
             guard step < spec.training.steps else { return }
-            let batch = job.train.gather(job.sampler.indices(step: step, rank: a.rank, worldSize: a.worldSize))
-            job.model.zeroGradients()
-            let r = try job.model.forwardBackward(batch, dropoutSeed: spec.seed &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(a.rank))
-            if step % 10 == 0 {
-                let p = TrainingNotice.Progress(job: a.job, step: step, loss: Double(r.loss), samples: batch.count)
+            let (r, samples) = try computeContribution(job, step: step)
+            if step % 10 == 0 || job.inner != nil {
+                let p = TrainingNotice.Progress(job: a.job, step: step, loss: Double(r.loss), samples: samples)
                 try control.send(Message.notice(try Notice(kind: NoticeKind.progress, json: p)).encode())
             }
             let layoutElements = a.shardElements
@@ -294,9 +338,10 @@ public final class WorkerAgent {
             let grads = job.model.gradients
             for k in 0..<shardCount {
                 let start = k * layoutElements, count = min(layoutElements, n - start)
-                let header = ShardHeader(job: UInt64(a.job), step: UInt64(step), kind: .gradient, encoding: job.bf16 == nil ? .fp32 : .bf16,
+                let header = ShardHeader(job: UInt64(a.job), step: UInt64(step), kind: job.inner == nil ? .gradient : .delta,
+                                         encoding: job.bf16 == nil ? .fp32 : .bf16,
                                          shard: UInt32(k), shardCount: UInt32(shardCount), elementOffset: UInt64(start),
-                                         elementCount: UInt32(count), sampleCount: UInt32(batch.count))
+                                         elementCount: UInt32(count), sampleCount: UInt32(samples))
                 if let bf16 = job.bf16 {
                     // Rounded shard by shard, right before it goes: conversion overlaps the sends.
                     bf16.encode(from: grads.baseAddress + start, count: count, at: start)

@@ -88,6 +88,50 @@ struct DistributedTrainingTests {
         withExtendedLifetime(workers) {}
     }
 
+    /// `mode: local` with plain averaging and one worker is exactly local training: the round's
+    /// delta applied with lr 1 lands on the worker's own parameters.
+    @Test func localModeWithAveragingAndOneWorkerEqualsOneProcess() async throws {
+        let c = try CoordinatorProcess(ipc: true)
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku")])
+        let spec = Self.equivalenceSpec.replacingOccurrences(of: "training: {steps: 50, global-batch-size: 64}",
+            with: "training: {steps: 50, global-batch-size: 64, mode: local, local-steps: 10, outer-optimizer: {kind: average}}")
+        let id = try await submit(c, spec)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let relative = try await relativeDistanceToOneProcess(c, id)
+        #expect(relative <= 1e-5, "‖θ_local − θ_single‖ / ‖θ_single‖ = \(relative)")
+        withExtendedLifetime(workers) {}
+    }
+
+    /// DiLoCo: two workers of two institutions, 10 inner AdamW steps per round, outer Nesterov
+    /// (lr 0.7, momentum 0.9): a tenth of the rounds, and it still learns digits.
+    @Test func diLoCoWithTwoWorkersLearnsDigitsWithATenthOfTheRounds() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let spec = """
+            name: diloco
+            model: {kind: mlp, hidden: [128]}
+            data: {dataset: digits}
+            optimizer: {kind: adamw, lr: 0.003}
+            training: {steps: 600, global-batch-size: 64, mode: local, local-steps: 10}
+            eval-every: 300
+            seed: 2
+            cluster: {min-workers: 2}
+            """
+        let id = try await submit(c, spec)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let reader = try CohortStoreReader(c.dataDir)
+        let accuracy = try #require(try reader.metric(job: id, "test_accuracy"))
+        #expect(accuracy >= 0.9, "test accuracy \(accuracy)")
+        let bytesIn = try #require(try reader.metric(job: id, "bytes_in"))
+        let parameters = 64 * 128 + 128 + 128 * 10 + 10
+        #expect(bytesIn == Double(4 * parameters * 2 * 60), "one delta per worker per round: 60 rounds, not 600 steps")
+        withExtendedLifetime(workers) {}
+    }
+
     /// bf16 gradient shards (small ones, many per step) halve the bytes and still train.
     @Test func bf16ShardsHalveTheUplinkAndStillTrain() async throws {
         let c = try CoordinatorProcess()

@@ -39,7 +39,7 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
         case let .duplicate(m, shard): return "\(m) already sent shard \(shard) of this step"
         case let .wrongLayout(what): return "shard does not match the job's layout: \(what)"
         case let .wrongEncoding(got): return "shard encoded as \(got), which this job does not use"
-        case let .wrongKind(kind): return "a \(kind) shard where a gradient was expected"
+        case let .wrongKind(kind): return "a \(kind) shard where another kind was expected"
         case let .nonFinite(shard, index): return "shard \(shard) holds NaN or infinity at element \(index)"
         case .noSamples: return "a contribution of 0 samples"
         }
@@ -63,6 +63,8 @@ public final class StepAggregator {
     public let job: UInt64
     public let layout: ShardLayout
     public let encoding: ShardEncoding
+    /// Gradients in `sync` mode, parameter deltas in `local` mode.
+    public let kind: ShardKind
     public private(set) var step: UInt64 = 0
     public private(set) var members: Set<String> = []
     private let accumulator: UnsafeMutableBufferPointer<Float>
@@ -75,8 +77,9 @@ public final class StepAggregator {
         var complete = false
     }
 
-    public init(job: UInt64, layout: ShardLayout, encoding: ShardEncoding) {
+    public init(job: UInt64, layout: ShardLayout, encoding: ShardEncoding, kind: ShardKind = .gradient) {
         self.job = job
+        self.kind = kind
         self.layout = layout
         self.encoding = encoding
         accumulator = .allocate(capacity: layout.parameterCount)
@@ -99,7 +102,7 @@ public final class StepAggregator {
                            owner: AnyObject) -> Result<Outcome, Rejection> {
         guard h.job == job else { return .failure(.wrongJob(got: h.job, expected: job)) }
         guard h.step == step else { return .failure(.staleStep(got: h.step, expected: step)) }
-        guard h.kind == .gradient else { return .failure(.wrongKind(h.kind)) }
+        guard h.kind == kind else { return .failure(.wrongKind(h.kind)) }
         guard members.contains(member) else { return .failure(.notAMember(member)) }
         guard h.encoding == encoding else { return .failure(.wrongEncoding(got: h.encoding)) }
         let k = Int(h.shard)

@@ -108,11 +108,12 @@ final class JobRun {
         }
         if state == nil || state!.model.modelDescription != description {
             let model = try Model(description, seed: spec.seed)
-            let optimizer = spec.optimizer.computeOptimizer
+            let optimizer = spec.coordinatorOptimizer
             state = TrainingState(model: model, optimizer: optimizer, optimizerState: optimizer.makeState(parameterCount: model.parameterCount), step: 0)
         }
         let layout = ShardLayout(parameterCount: state!.model.parameterCount, shardElements: shardElements)
-        aggregator = StepAggregator(job: UInt64(job), layout: layout, encoding: encoding)
+        aggregator = StepAggregator(job: UInt64(job), layout: layout, encoding: encoding,
+                                    kind: spec.training.mode == .local ? .delta : .gradient)
         aggregator!.begin(step: UInt64(state!.step), members: Set(members))
         phase = state!.step >= steps ? .finishing : .training
         stepStartedAt = Date()
@@ -152,9 +153,10 @@ final class JobRun {
     func applyShard(_ k: Int, gradientScale: Float = 1) {
         guard let state, let aggregator else { return }
         let range = aggregator.layout.range(k)
-        let lr = spec.schedule.learningRate(step: state.step, totalSteps: steps, lr: spec.optimizer.lr)
+        let lr = spec.coordinatorLearningRate(step: state.step)
         state.optimizer.step(range: range, parameters: state.model.parameters.buffer, gradients: aggregator.accumulatorBuffer,
-                             state: state.optimizerState.buffer, learningRate: lr, t: state.step + 1, gradientScale: gradientScale)
+                             state: state.optimizerState.buffer, learningRate: lr, t: state.step / spec.stepsPerRound + 1,
+                             gradientScale: gradientScale)
     }
 
     /// The global gradient norm over every shard (for clip-norm, once all are complete).
