@@ -98,8 +98,12 @@ extension CoordinatorLoop {
             if let run = runs[id], let state = run.state {
                 job.step = state.step
                 let losses = run.losses.values.map(\.loss)
+                let links = run.members.map { m in
+                    LinkView(member: m, institution: byName[m]?.institution ?? "?", bytesIn: run.memberBytesIn[m] ?? 0,
+                             bytesOut: run.memberBytesOut[m] ?? 0, rttMs: run.rttMs[m], bandwidthMBps: run.bandwidth[m])
+                }
                 live = LiveView(step: state.step, trainLoss: losses.isEmpty ? nil : losses.reduce(0, +) / Double(losses.count),
-                                samplesPerSecond: run.samplesPerSecond, bytesIn: run.bytesIn, bytesOut: run.bytesOut)
+                                samplesPerSecond: run.samplesPerSecond, bytesIn: run.bytesIn, bytesOut: run.bytesOut, links: links)
             }
             reply(socket, identity, request, StatusReply(job: job, events: events, members: members, metrics: metrics, live: live))
         case ApiMethod.cancel:

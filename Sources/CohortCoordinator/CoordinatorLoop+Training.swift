@@ -79,6 +79,7 @@ extension CoordinatorLoop {
             let p = try notice.decodeBody(as: TrainingNotice.Progress.self)
             guard let run = runs[p.job], run.members.contains(member) else { return }
             run.losses[member] = p
+            if let rtt = p.rttMs { run.rttMs[member] = rtt }
         default:
             logger.info("unknown notice", metadata: ["kind": "\(notice.kind)", "from": "\(member)"])
         }
@@ -124,10 +125,10 @@ extension CoordinatorLoop {
                 rejectShard(run, member, rejection.description)
             case .success(.parked), .success(.fused):
                 run.bytesIn += frames[2].count
-                memberSentShard(run, member)
+                memberSentShard(run, member, bytes: frames[2].count)
             case let .success(.complete(k)):
                 run.bytesIn += frames[2].count
-                memberSentShard(run, member)
+                memberSentShard(run, member, bytes: frames[2].count)
                 try shardComplete(run, k)
             }
         default:
@@ -135,8 +136,12 @@ extension CoordinatorLoop {
         }
     }
 
-    private func memberSentShard(_ run: JobRun, _ member: String) {
+    private func memberSentShard(_ run: JobRun, _ member: String, bytes: Int) {
         run.shardsFrom[member, default: 0] += 1
+        run.memberBytesIn[member, default: 0] += bytes
+        let arrived = Date()
+        let so = run.stepArrival[member]
+        run.stepArrival[member] = (so?.first ?? arrived, arrived, (so?.bytes ?? 0) + bytes)
         if run.shardsFrom[member] == run.aggregator?.layout.shardCount {
             let now = Date()
             if run.firstMemberDoneAt == nil { run.firstMemberDoneAt = now }
@@ -214,6 +219,15 @@ extension CoordinatorLoop {
             // A member that sent everything on time is keeping up again.
             run.lagging.subtract(run.members.filter { run.shardsFrom[$0] == aggregator.layout.shardCount })
         }
+        for (member, a) in run.stepArrival {
+            let span = a.last.timeIntervalSince(a.first)
+            // The first shard's bytes arrived before the clock started: count the rest.
+            let shards = max(run.shardsFrom[member] ?? 1, 1)
+            guard span > 0.0005, shards > 1 else { continue }
+            let rate = Double(a.bytes) * Double(shards - 1) / Double(shards) / span / 1e6
+            run.bandwidth[member] = run.bandwidth[member].map { 0.8 * $0 + 0.2 * rate } ?? rate
+        }
+        run.stepArrival = [:]
         run.shardsFrom = [:]
         run.firstMemberDoneAt = nil
         run.lastMemberDoneAt = nil

@@ -143,12 +143,34 @@ public struct LiveView: Sendable, Hashable, Codable {
     public var samplesPerSecond: Double
     public var bytesIn: Int
     public var bytesOut: Int
-    public init(step: Int, trainLoss: Double?, samplesPerSecond: Double, bytesIn: Int, bytesOut: Int) {
+    /// Each member's link: bytes each way, round trip, and measured bandwidth.
+    public var links: [LinkView]?
+    public init(step: Int, trainLoss: Double?, samplesPerSecond: Double, bytesIn: Int, bytesOut: Int, links: [LinkView]? = nil) {
         self.step = step
         self.trainLoss = trainLoss
         self.samplesPerSecond = samplesPerSecond
         self.bytesIn = bytesIn
         self.bytesOut = bytesOut
+        self.links = links
+    }
+}
+
+public struct LinkView: Sendable, Hashable, Codable {
+    public var member: String
+    public var institution: String
+    public var bytesIn: Int
+    public var bytesOut: Int
+    /// Heartbeat round trip as the worker measured it, ms.
+    public var rttMs: Double?
+    /// Bytes of a step's contribution over the time between its first and last shard, MB/s.
+    public var bandwidthMBps: Double?
+    public init(member: String, institution: String, bytesIn: Int, bytesOut: Int, rttMs: Double?, bandwidthMBps: Double?) {
+        self.member = member
+        self.institution = institution
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
+        self.rttMs = rttMs
+        self.bandwidthMBps = bandwidthMBps
     }
 }
 
@@ -373,11 +395,14 @@ public enum TrainingNotice {
         public var step: Int
         public var loss: Double
         public var samples: Int
-        public init(job: Int64, step: Int, loss: Double, samples: Int) {
+        /// The worker's smoothed heartbeat round trip to the coordinator, in milliseconds.
+        public var rttMs: Double?
+        public init(job: Int64, step: Int, loss: Double, samples: Int, rttMs: Double? = nil) {
             self.job = job
             self.step = step
             self.loss = loss
             self.samples = samples
+            self.rttMs = rttMs
         }
     }
 

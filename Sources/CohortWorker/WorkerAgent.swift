@@ -43,6 +43,8 @@ public final class WorkerAgent {
     var nextHeartbeat = Date()
     var sequence: UInt64 = 0
     var registered = false
+    /// Smoothed heartbeat round trip to the coordinator, ms (reported with progress).
+    var rttMs: Double?
     /// The ipc data endpoint and session id the coordinator offered (this host only).
     var ipc: (endpoint: String, session: [UInt8])?
     var current: ActiveJob?
@@ -164,8 +166,9 @@ public final class WorkerAgent {
                     let text = (try? reply.decodeBody(as: ApiErrorBody.self).error) ?? "\(reply.status)"
                     logger.error("registration refused", metadata: ["reason": "\(text)"])
                 }
-            case .heartbeat:
-                break
+            case let .heartbeat(echo):
+                let rtt = Double(DispatchTime.now().uptimeNanoseconds &- echo.sentAtNanos) / 1e6
+                if rtt >= 0 && rtt < 60_000 { rttMs = rttMs.map { 0.8 * $0 + 0.2 * rtt } ?? rtt }
             case let .error(e):
                 if e.message.contains("register") {
                     if registered { logger.notice("the coordinator does not know us (it restarted?): registering again") }
@@ -329,7 +332,7 @@ public final class WorkerAgent {
             guard step < spec.training.steps else { return }
             let (r, samples) = try computeContribution(job, step: step)
             if step % 10 == 0 || job.inner != nil {
-                let p = TrainingNotice.Progress(job: a.job, step: step, loss: Double(r.loss), samples: samples)
+                let p = TrainingNotice.Progress(job: a.job, step: step, loss: Double(r.loss), samples: samples, rttMs: rttMs)
                 try control.send(Message.notice(try Notice(kind: NoticeKind.progress, json: p)).encode())
             }
             let layoutElements = a.shardElements

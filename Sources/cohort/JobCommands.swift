@@ -100,6 +100,17 @@ struct Status: ParsableCommand {
             stats.append(String(format: "%.1f MB in, %.1f MB out", Double(live.bytesIn) / 1e6, Double(live.bytesOut) / 1e6))
         }
         if !stats.isEmpty { lines.append("metrics   " + stats.joined(separator: ", ")) }
+        if let links = s.live?.links, !links.isEmpty {
+            lines.append("links     per institution: bytes to / from the coordinator, heartbeat round trip (queueing at both ends included), measured bandwidth")
+            for institution in Set(links.map(\.institution)).sorted() {
+                let l = links.filter { $0.institution == institution }
+                let rtts = l.compactMap(\.rttMs), bws = l.compactMap(\.bandwidthMBps)
+                lines.append(String(format: "  %@  %.1f MB up, %.1f MB down", institution, Double(l.reduce(0) { $0 + $1.bytesIn }) / 1e6,
+                                    Double(l.reduce(0) { $0 + $1.bytesOut }) / 1e6)
+                             + (rtts.isEmpty ? "" : String(format: ", rtt %.2f ms", rtts.reduce(0, +) / Double(rtts.count)))
+                             + (bws.isEmpty ? "" : String(format: ", %.0f MB/s", bws.min()!)))
+            }
+        }
         if let members = s.members, !members.isEmpty {
             lines.append("members   (min \(j.minWorkers), max \(j.maxWorkers))")
             for (rank, w) in members.enumerated() {

@@ -237,6 +237,13 @@ extension DistributedTrainingTests {
         try await Task.sleep(for: .seconds(1)) // let all three register, so the job takes three
         let id = try await submit(c, Self.faultSpec)
         try await waitForStep(c, id, atLeast: 100)
+        // While it runs, status shows each institution's link.
+        let live = try await c.cli(["status", "\(id)", "--json"])
+        let links = try JSONDecoder().decode(StatusReply.self, from: Data(live.stdout.utf8)).live?.links ?? []
+        #expect(Set(links.map(\.institution)) == ["pku", "sjtu"])
+        #expect(links.allSatisfy { $0.bytesIn > 0 && $0.bytesOut > 0 })
+        let text = try await c.cli(["status", "\(id)"])
+        #expect(text.stdout.contains("links     per institution"))
         let victim = try #require(workers.first { $0.process.isRunning })
         victim.stop(signal: SIGKILL)
         let job = try await waitForJob(c, id, until: ["completed", "failed"])

@@ -32,6 +32,12 @@ final class JobRun {
     var metrics: [Int: [String: TrainingNotice.Metrics]] = [:]
     var losses: [String: TrainingNotice.Progress] = [:]
     var bytesIn = 0, bytesOut = 0
+    /// Per member: bytes each way, this step's first and last shard arrival and bytes, the
+    /// smoothed bandwidth that gives, and the round trip the worker reports.
+    var memberBytesIn: [String: Int] = [:], memberBytesOut: [String: Int] = [:]
+    var stepArrival: [String: (first: Date, last: Date, bytes: Int)] = [:]
+    var bandwidth: [String: Double] = [:]
+    var rttMs: [String: Double] = [:]
     var stepStartedAt = Date()
     var samplesPerSecond = 0.0
     /// Shards each member has sent this step, and when the first member sent its last.
@@ -141,6 +147,7 @@ final class JobRun {
                 try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: params)])
             }
             bytesOut += payload.count
+            memberBytesOut[member, default: 0] += payload.count
         }
     }
 
