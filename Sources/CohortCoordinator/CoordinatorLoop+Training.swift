@@ -154,7 +154,7 @@ extension CoordinatorLoop {
     /// and recorded, and take part again from the next one.
     func checkDeadlines(now: Date) {
         for run in runs.values where run.phase == .training {
-            guard let deadline = run.deadline(), now > deadline, let aggregator = run.aggregator else { continue }
+            guard let deadline = run.deadline(slack: settings.deadlineSlack), now > deadline, let aggregator = run.aggregator else { continue }
             let late = Set(run.members.filter { (run.shardsFrom[$0] ?? 0) < aggregator.layout.shardCount })
             guard !late.isEmpty else { continue }
             var closed: [Int] = []

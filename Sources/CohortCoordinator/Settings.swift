@@ -21,6 +21,9 @@ public struct CoordinatorSettings: Sendable {
     public var ipc = false
     /// Checkpoints kept per job (the newest); older files are deleted after each new one.
     public var keepCheckpoints = 3
+    /// Slack added to a step's deadline (3× the smoothed step time of the members that keep up,
+    /// plus this): how long a busy host may stall a member before it is dropped from a step.
+    public var deadlineSlack = 0.5
     public var registry: Registry
     /// How often liveness and scheduling run.
     public var tickMilliseconds: Int

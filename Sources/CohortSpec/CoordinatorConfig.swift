@@ -12,8 +12,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
     public var missedHeartbeats: Int?
     public var ipc: Bool?
     public var keepCheckpoints: Int?
+    public var deadlineSlack: Double?
 
-    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc", "keep-checkpoints"]
+    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc", "keep-checkpoints", "deadline-slack"]
 
     public init() {}
 
@@ -36,6 +37,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
                 c.heartbeatInterval = f.number(n, "heartbeat-interval", expected: "seconds, a number from 0.05 to 60", where: { $0 >= 0.05 && $0 <= 60 })
             }
             if let n = node("ipc") { c.ipc = f.bool(n, "ipc") }
+            if let n = node("deadline-slack") {
+                c.deadlineSlack = f.number(n, "deadline-slack", expected: "seconds from 0 to 3600", where: { $0 >= 0 && $0 <= 3600 })
+            }
             if let n = node("keep-checkpoints") {
                 c.keepCheckpoints = f.integer(n, "keep-checkpoints", minimum: 1, expected: "a positive integer")
             }

@@ -20,6 +20,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Serve tcp without CURVE: anyone on the network can read and send everything. Testing only.") var plaintext = false
     @Flag(help: "Offer workers on this host an ipc data endpoint (DATA_DIR/ipc, mode 0700): faster than tcp.") var ipc = false
     @Option(help: "Checkpoints kept per job (the newest).") var keepCheckpoints: Int?
+    @Option(help: "Seconds added to each step's deadline before late members are dropped from the step.") var deadlineSlack: Double?
     @Option(help: "Seconds between worker heartbeats.") var heartbeatInterval: Double?
     @Option(help: "Heartbeats a worker may miss before it is declared lost.") var missedHeartbeats: Int?
 
@@ -51,6 +52,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
                                missedHeartbeats: missedHeartbeats ?? file.missedHeartbeats ?? 5))
         settings.ipc = ipc || (file.ipc ?? false)
         settings.keepCheckpoints = keepCheckpoints ?? file.keepCheckpoints ?? 3
+        settings.deadlineSlack = deadlineSlack ?? file.deadlineSlack ?? 0.5
+        guard settings.deadlineSlack >= 0 && settings.deadlineSlack <= 3600 else {
+            throw ValidationError("--deadline-slack must be from 0 to 3600 seconds")
+        }
         guard settings.keepCheckpoints >= 1 else { throw ValidationError("--keep-checkpoints must be at least 1") }
         let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind
         settings.apiEndpoint = "tcp://\(bindHost):\(listenAddress.port)"

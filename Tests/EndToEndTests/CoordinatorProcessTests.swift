@@ -13,8 +13,13 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     var daemon: Daemon?
     let ipc: Bool
 
-    init(dataDir: String? = nil, ipc: Bool = false) throws {
+    /// Tests share 2 cores with every other suite: members get 2 s of slack before a step drops
+    /// them, unless a test is about dropping.
+    let deadlineSlack: Double
+
+    init(dataDir: String? = nil, ipc: Bool = false, deadlineSlack: Double = 2) throws {
         self.ipc = ipc
+        self.deadlineSlack = deadlineSlack
         self.dataDir = try dataDir ?? TestSupport.temporaryDirectory("coordinator").path
         port = freePortTriple()
         try start()
@@ -22,7 +27,8 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
 
     func start() throws {
         daemon = try Daemon(try cohortBinary(), ["coordinator", "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)",
-                                                  "--heartbeat-interval", "0.2", "--missed-heartbeats", "10"] + (ipc ? ["--ipc"] : []),
+                                                  "--heartbeat-interval", "0.2", "--missed-heartbeats", "10",
+                                                  "--deadline-slack", "\(deadlineSlack)"] + (ipc ? ["--ipc"] : []),
                             logPath: dataDir + "/coordinator.log")
     }
 

@@ -75,7 +75,7 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
 @Suite(.tags(.integration), .serialized, .timeLimit(.minutes(3)))
 struct StallingWorkerTests {
     @Test func aWorkerThatHeartbeatsButNeverSendsItsShardsDoesNotStallTheJob() async throws {
-        let c = try CoordinatorProcess()
+        let c = try CoordinatorProcess(deadlineSlack: 0.3)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
         let token = try await c.cli(["admin", "token", "--institution", "mit", "--role", "worker"])
@@ -109,7 +109,7 @@ struct StallingWorkerTests {
     }
 
     @Test func poisonedShardsInsideAValidSessionAreRejectedAndTheResultIsUnaffected() async throws {
-        let c = try CoordinatorProcess()
+        let c = try CoordinatorProcess(deadlineSlack: 0.3)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
         let token = try await c.cli(["admin", "token", "--institution", "mit", "--role", "worker"])

@@ -53,14 +53,14 @@ final class JobRun {
 
     /// When the step in progress gives up on the members that have not sent everything:
     /// derived from how long the members that keep up take (3× their smoothed step time plus
-    /// 0.5 s, so that a busy host does not drop members that keep up), or in the first step (and evaluation steps) from when the first member finished;
+    /// `slack`, so that a busy host does not drop members that keep up), or in the first step (and evaluation steps) from when the first member finished;
     /// nil while nobody has finished.
-    func deadline() -> Date? {
+    func deadline(slack: Double) -> Date? {
         // Members evaluate before an evaluation step's gradient, so its length says nothing of
         // the usual: only the within-step rule applies there.
         let evaluating = state.map { $0.step > 0 && evaluates(after: $0.step) } ?? false
-        if let s = stepSeconds, !evaluating { return stepStartedAt.addingTimeInterval(3 * s + 0.5) }
-        if let first = firstMemberDoneAt { return first.addingTimeInterval(3 * first.timeIntervalSince(stepStartedAt) + 1) }
+        if let s = stepSeconds, !evaluating { return stepStartedAt.addingTimeInterval(3 * s + slack) }
+        if let first = firstMemberDoneAt { return first.addingTimeInterval(3 * first.timeIntervalSince(stepStartedAt) + max(1, slack)) }
         return nil
     }
 
