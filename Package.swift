@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(name: "cohort-bench-compute", dependencies: ["CohortCompute"],
                           path: "Benchmarks/ComputeBench", swiftSettings: strict),
 
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["CohortCompute"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "CohortWireTests", dependencies: ["CohortWire", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortTransportTests", dependencies: ["CohortTransport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortComputeTests", dependencies: ["CohortCompute", "TestSupport"], swiftSettings: strict),

@@ -76,6 +76,21 @@ public enum ShardEncoding: UInt8, Sendable, CaseIterable {
     }
 }
 
+/// The `bf16` wire encoding: the top 16 bits of an fp32, rounded to nearest even. Workers encode
+/// with it; the coordinator's fusion kernels widen it back by a 16-bit shift.
+public enum BFloat16 {
+    @inline(__always)
+    public static func encode(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 } // stays a (quiet) NaN
+        let rounding = UInt32(0x7FFF) + ((bits >> 16) & 1)
+        return UInt16(truncatingIfNeeded: (bits &+ rounding) >> 16)
+    }
+
+    @inline(__always)
+    public static func decode(_ b: UInt16) -> Float { Float(bitPattern: UInt32(b) << 16) }
+}
+
 /// What a shard carries.
 public enum ShardKind: UInt8, Sendable, CaseIterable {
     /// A worker's gradient contribution (worker → coordinator).

@@ -291,7 +291,7 @@ public final class WorkerAgent {
         }
         guard let inner = job.inner else { return try gradient(step) }
         let params = job.model.parameters
-        inner.start.copy(from: params.toArray())
+        inner.start.baseAddress.update(from: params.baseAddress, count: params.count)
         var last: (StepResult, Int)?
         var samples = 0
         for s in step..<(step + spec.training.localSteps) {
@@ -376,11 +376,6 @@ final class BF16Buffer: @unchecked Sendable { // written before each send, read 
     /// Round-to-nearest-even of `count` floats into elements `at..<at+count`.
     func encode(from source: UnsafePointer<Float>, count n: Int, at offset: Int) {
         let out = (base + offset * 2).assumingMemoryBound(to: UInt16.self)
-        for i in 0..<n {
-            let x = source[i]
-            let bits = x.bitPattern
-            if x.isNaN { out[i] = UInt16(truncatingIfNeeded: bits >> 16) | 0x40; continue }
-            out[i] = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-        }
+        for i in 0..<n { out[i] = BFloat16.encode(source[i]) }
     }
 }

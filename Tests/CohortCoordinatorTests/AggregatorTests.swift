@@ -35,7 +35,7 @@ struct AggregatorTests {
         let samples = names.map { _ in UInt32.random(in: 1...64, using: &rng) }
         let grads = names.map { _ in (0..<layout.parameterCount).map { _ in Float.random(in: -1...1, using: &rng) } }
         // What the aggregator sees for bf16: the values after rounding to bf16.
-        let seen = grads.map { g in encoding == .bf16 ? g.map { Float(bitPattern: UInt32(BFloat16.encode($0)) << 16) } : g }
+        let seen = grads.map { g in encoding == .bf16 ? g.map { BFloat16.decode(BFloat16.encode($0)) } : g }
         let total = Double(samples.reduce(0, +))
         let expected = (0..<layout.parameterCount).map { i in
             (0..<memberCount).reduce(0.0) { $0 + Double(seen[$1][i]) * Double(samples[$1]) } / total

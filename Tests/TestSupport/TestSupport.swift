@@ -1,4 +1,5 @@
 import Foundation
+@_exported import struct CohortCompute.SplitMix64
 
 /// Helpers shared by every test target (STYLE.md: one test-support target, not copies).
 public enum TestSupport {
@@ -28,18 +29,9 @@ public func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () throws
     }
 }
 
-/// A small seeded PRNG (SplitMix64) for property tests: same seed, same cases, every run.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The seeded generator of property tests: the project's own SplitMix64 (same seed, same cases,
+/// every run and machine).
+public typealias SeededGenerator = SplitMix64
 
 /// The release-built `cohort` binary the end-to-end tests drive (deploy/test.sh builds it first).
 /// `COHORT_BINARY` overrides the path.

@@ -1,7 +1,7 @@
 /// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator whose output is the same on
 /// every machine and Swift version, which the system generator does not promise. Every
 /// permutation in Cohort's data layer (epoch order, train/test splits) comes from it.
-public struct SplitMix64: Sendable, Hashable {
+public struct SplitMix64: RandomNumberGenerator, Sendable, Hashable {
     public var state: UInt64
 
     public init(seed: UInt64) { state = seed }

@@ -90,13 +90,3 @@ extension SIMD16<Float> {
         UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD16<Float>.self)
     }
 }
-
-/// fp32 → bf16 with round-to-nearest-even (what workers put on the wire for `bf16`).
-enum BFloat16 {
-    static func encode(_ x: Float) -> UInt16 {
-        let bits = x.bitPattern
-        if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 }
-        let rounding = UInt32(0x7FFF) + ((bits >> 16) & 1)
-        return UInt16(truncatingIfNeeded: (bits &+ rounding) >> 16)
-    }
-}
