@@ -33,6 +33,7 @@ extension CoordinatorLoop {
                                                                memoryBytes: r.memoryBytes, accelerators: r.accelerators))
             workerByIdentity[identity] = worker.id
             controlIdentity[name] = identity
+            siteEndpoints[name] = r.siteEndpoint
             lastSeen[worker.id] = Date()
             logger.info("worker registered", metadata: ["worker.id": "\(worker.id)", "worker.name": "\(name)"])
             // A worker on this host gets the ipc data endpoint and a session id naming it there.

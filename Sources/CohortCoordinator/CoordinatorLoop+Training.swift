@@ -15,7 +15,8 @@ extension CoordinatorLoop {
             let spec = try JobSpec.parse(yaml: job.spec, source: "job \(id)")
             let members = try store.assignedWorkerNames(of: id)
             let state = try suspended.removeValue(forKey: id) ?? loadCheckpoint(job: id)
-            let run = JobRun(job: id, spec: spec, members: members, state: state)
+            let run = JobRun(job: id, spec: spec, members: members, state: state,
+                             site: spec.training.reduction == .institution ? try sites(of: members, job: id) : [:])
             runs[id] = run
             for (rank, member) in members.enumerated() {
                 var a = run.assignment(rank: rank)
@@ -26,6 +27,35 @@ extension CoordinatorLoop {
         } catch {
             failJob(id, "cannot start: \(error)")
         }
+    }
+
+    /// `reduction: institution`: for each institution with two or more members, its first member
+    /// that listens on a site endpoint becomes the delegate; the others send to it.
+    func sites(of members: [String], job: Job.ID) throws -> [String: TrainingNotice.Site] {
+        var byInstitution: [String: [(name: String, key: String)]] = [:]
+        var order: [String] = []
+        for name in members {
+            guard let p = try store.principal(named: name) else { continue }
+            if byInstitution[p.institution] == nil { order.append(p.institution) }
+            byInstitution[p.institution, default: []].append((name, p.publicKey))
+        }
+        var out: [String: TrainingNotice.Site] = [:]
+        for institution in order {
+            let names = byInstitution[institution]!
+            guard names.count >= 2 else { continue }
+            guard let delegate = names.first(where: { siteEndpoints[$0.name] != nil }), let endpoint = siteEndpoints[delegate.name] else {
+                logger.warning("no worker of the institution listens on a site endpoint (--site-listen); its members send to the coordinator directly",
+                               metadata: ["job.id": "\(job)", "institution": "\(institution)"])
+                continue
+            }
+            let others = names.filter { $0.name != delegate.name }
+            out[delegate.name] = TrainingNotice.Site(role: .delegate, endpoint: endpoint, delegateKey: delegate.key,
+                                                     members: Dictionary(uniqueKeysWithValues: others.map { ($0.name, $0.key) }))
+            for o in others { out[o.name] = TrainingNotice.Site(role: .member, endpoint: endpoint, delegateKey: delegate.key) }
+            logger.info("site reduction", metadata: ["job.id": "\(job)", "institution": "\(institution)", "delegate": "\(delegate.name)",
+                                                     "members": "\(others.map(\.name))"])
+        }
+        return out
     }
 
     /// Ends a job's run (cancelled, waiting, failed, a member lost), keeping its training state
@@ -92,7 +122,7 @@ extension CoordinatorLoop {
         try store.setReason(run.job, nil)
         logger.info("training started", metadata: ["job.id": "\(run.job)", "step": "\(state.step)", "members": "\(run.members.count)",
                                                    "parameters": "\(state.model.parameterCount)"])
-        try run.sendAllParameters(forStep: state.step, on: data, ipc: ipcData)
+        try run.sendStartParameters(forStep: state.step, on: data, ipc: ipcData)
         if run.phase == .finishing { try metricsArrived(run, step: state.step) }
     }
 
@@ -114,25 +144,36 @@ extension CoordinatorLoop {
             run.dataOverIPC[member] = socket === ipcData
             try beginIfReady(run)
         case let .shard(header):
-            guard let run = runs[Job.ID(header.job)], let aggregator = run.aggregator, run.phase == .training else {
+            guard let run = runs[Job.ID(header.job)], run.aggregator != nil, run.phase == .training else {
                 return rejectShard(nil, member, "no step of job \(header.job) is in progress")
             }
-            let outcome = withExtendedLifetime(frames) {
-                aggregator.contribute(from: member, header: header, payload: frames[2].unsafeBytes, owner: frames[2])
-            }
-            switch outcome {
-            case let .failure(rejection):
-                rejectShard(run, member, rejection.description)
-            case .success(.parked), .success(.fused):
-                run.bytesIn += frames[2].count
-                memberSentShard(run, member, bytes: frames[2].count)
-            case let .success(.complete(k)):
-                run.bytesIn += frames[2].count
-                memberSentShard(run, member, bytes: frames[2].count)
-                try shardComplete(run, k)
-            }
+            try contribute(run, member, header, frames)
         default:
             refuseMalformed(socket, identity, .invalidValue(field: "envelope.type", reason: "is \(message.type), not a data message"))
+        }
+    }
+
+    /// One shard of a member's contribution: fused, completing its shard when it is the last;
+    /// under `overlap`, a shard of the next round is kept until that round begins.
+    private func contribute(_ run: JobRun, _ member: String, _ header: ShardHeader, _ frames: [InboundFrame]) throws {
+        guard let aggregator = run.aggregator else { return }
+        let outcome = withExtendedLifetime(frames) {
+            aggregator.contribute(from: member, header: header, payload: frames[2].unsafeBytes, owner: frames[2])
+        }
+        let bytes = frames[1].count + frames[2].count
+        switch outcome {
+        case .failure(.staleStep) where run.spec.training.overlap && header.step == aggregator.step + UInt64(run.spec.stepsPerRound)
+            && run.uplink.contains(member) && run.early.count < run.uplink.count * aggregator.layout.shardCount:
+            run.early.append((member, header, frames))
+        case let .failure(rejection):
+            rejectShard(run, member, rejection.description)
+        case .success(.parked), .success(.fused):
+            run.bytesIn += bytes
+            memberSentShard(run, member, bytes: bytes)
+        case let .success(.complete(k)):
+            run.bytesIn += bytes
+            memberSentShard(run, member, bytes: bytes)
+            try shardComplete(run, k)
         }
     }
 
@@ -155,7 +196,7 @@ extension CoordinatorLoop {
     func checkDeadlines(now: Date) {
         for run in runs.values where run.phase == .training {
             guard let deadline = run.deadline(slack: settings.deadlineSlack), now > deadline, let aggregator = run.aggregator else { continue }
-            let late = Set(run.members.filter { (run.shardsFrom[$0] ?? 0) < aggregator.layout.shardCount })
+            let late = Set(run.uplink.filter { (run.shardsFrom[$0] ?? 0) < aggregator.layout.shardCount })
             guard !late.isEmpty else { continue }
             var closed: [Int] = []
             for k in 0..<aggregator.layout.shardCount where !aggregator.isComplete(shard: k) {
@@ -170,7 +211,7 @@ extension CoordinatorLoop {
             try? store.recordEvent(actor: "coordinator", kind: "step.dropped", job: run.job,
                                    detail: "step \(step): \(late.sorted().joined(separator: ", ")) missed the deadline")
             do {
-                for k in closed { try shardComplete(run, k) }
+                for k in closed where run.state?.step == step { try shardComplete(run, k) }
             } catch {
                 logger.error("could not finish the step", metadata: ["error": "\(error)"])
             }
@@ -209,6 +250,11 @@ extension CoordinatorLoop {
         state.step += run.spec.stepsPerRound
         run.completedShards = 0
         let elapsed = Date().timeIntervalSince(run.stepStartedAt)
+        // Training time leaves out what members spent evaluating (reported with their metrics).
+        let evaluating = min(state.evaluationDebt, elapsed)
+        state.evaluationDebt -= evaluating
+        state.trainSeconds += elapsed - evaluating
+        if run.evaluates(after: state.step) { state.trainSecondsAt[state.step] = state.trainSeconds }
         let evaluated = state.step > run.spec.stepsPerRound && run.evaluates(after: state.step - run.spec.stepsPerRound)
         if !evaluated {
             // How long the members that made it took: stragglers do not stretch the deadline.
@@ -217,7 +263,7 @@ extension CoordinatorLoop {
         }
         if run.droppedThisStep.isEmpty {
             // A member that sent everything on time is keeping up again.
-            run.lagging.subtract(run.members.filter { run.shardsFrom[$0] == aggregator.layout.shardCount })
+            run.lagging.subtract(run.uplink.filter { run.shardsFrom[$0] == aggregator.layout.shardCount })
         }
         for (member, a) in run.stepArrival {
             let span = a.last.timeIntervalSince(a.first)
@@ -247,7 +293,13 @@ extension CoordinatorLoop {
             run.phase = .finishing
             try metricsArrived(run, step: state.step)
         } else {
-            aggregator.begin(step: UInt64(state.step), members: Set(run.members))
+            aggregator.begin(step: UInt64(state.step), members: Set(run.uplink))
+            // `overlap`: what members already sent of this round.
+            let early = run.early
+            run.early = []
+            for e in early where e.header.step == UInt64(state.step) && runs[run.job] === run && run.phase == .training {
+                try contribute(run, e.member, e.header, e.frames)
+            }
         }
     }
 
@@ -255,7 +307,10 @@ extension CoordinatorLoop {
     /// the last step's.
     private func metricsArrived(_ run: JobRun, step: Int) throws {
         // Members that missed the last deadline are not waited for (they may never answer).
-        let required = run.members.filter { !run.lagging.contains($0) }
+        // (A site member is behind its delegate: it keeps up when the delegate does.)
+        let required = run.members.filter { m in
+            !run.lagging.contains(m) && !(run.site[m]?.role == .member && run.uplink.contains { run.lagging.contains($0) && run.site[$0]?.endpoint == run.site[m]?.endpoint })
+        }
         guard let reports = run.metrics[step], !reports.isEmpty, required.allSatisfy({ reports[$0] != nil }) else { return }
         let count = reports.values.reduce(0) { $0 + $1.count }
         let lossSum = reports.values.reduce(0) { $0 + $1.lossSum }
@@ -264,6 +319,15 @@ extension CoordinatorLoop {
         var values = ["test_loss": lossSum / Double(max(count, 1)), "test_accuracy": Double(correct) / Double(max(count, 1)),
                       "samples_per_second": run.samplesPerSecond, "bytes_in": Double(run.bytesIn), "bytes_out": Double(run.bytesOut)]
         if !run.losses.isEmpty { values["train_loss"] = trainLoss }
+        if let state = run.state {
+            state.evaluationDebt += reports.values.compactMap(\.evalSeconds).max() ?? 0
+            if let t = state.trainSecondsAt.removeValue(forKey: step) { values["train_seconds"] = t }
+        }
+        let sent = reports.values.compactMap(\.bytesSent)
+        if !sent.isEmpty {
+            values["bytes_sent_per_worker"] = Double(sent.reduce(0, +)) / Double(sent.count)
+            values["bytes_sent_max_worker"] = Double(sent.max()!)
+        }
         try store.recordMetrics(job: run.job, step: step, values)
         run.metrics[step] = nil
         logger.info("evaluated", metadata: ["job.id": "\(run.job)", "step": "\(step)",

@@ -46,6 +46,8 @@ final class CoordinatorLoop {
     var principalCache: [String: Caller] = [:]
     /// Worker name → its control connection's routing identity.
     var controlIdentity: [String: [UInt8]] = [:]
+    /// Site endpoints workers registered with (`--site-listen`), by worker name.
+    var siteEndpoints: [String: String] = [:]
     /// Running jobs' runs, and the training state of jobs between runs.
     var runs: [Job.ID: JobRun] = [:]
     var suspended: [Job.ID: JobRun.TrainingState] = [:]

@@ -76,7 +76,8 @@ extension JobSpec {
         // training
         var training = Training(steps: 1)
         if let node = required(top, "training", "", root, "a mapping with `steps`"),
-           let map = f.mapping(node, path: "training", known: ["steps", "global-batch-size", "shard-size-kib", "shard-encoding", "mode", "local-steps", "outer-optimizer"])
+           let map = f.mapping(node, path: "training", known: ["steps", "global-batch-size", "shard-size-kib", "shard-encoding", "downlink-encoding",
+                                                            "topk-fraction", "overlap", "reduction", "mode", "local-steps", "outer-optimizer"])
         {
             if let stepsNode = required(map, "steps", "training", node, "a positive integer"),
                let value = f.integer(stepsNode, "training.steps", minimum: 1, expected: "a positive integer")
@@ -97,7 +98,19 @@ extension JobSpec {
             if let node = optional(map, "shard-encoding"), let value = f.choice(node, "training.shard-encoding", ShardEncoding.self) {
                 training.shardEncoding = value
             }
+            if let node = optional(map, "downlink-encoding"), let value = f.choice(node, "training.downlink-encoding", ShardEncoding.self) {
+                training.downlinkEncoding = value
+            }
+            if let node = optional(map, "topk-fraction"),
+               let value = f.number(node, "training.topk-fraction", expected: "a number in (0, 1]", where: { $0 > 0 && $0 <= 1 }) {
+                training.topKFraction = value
+            }
+            if let node = optional(map, "reduction"), let value = f.choice(node, "training.reduction", Reduction.self) { training.reduction = value }
             if let node = optional(map, "mode"), let value = f.choice(node, "training.mode", Mode.self) { training.mode = value }
+            if let node = optional(map, "overlap"), let value = f.bool(node, "training.overlap") {
+                training.overlap = value
+                if value && training.mode != .local { f.report("training.overlap", node, "applies to `training.mode: local` only") }
+            }
             if let node = optional(map, "local-steps"),
                let value = f.integer(node, "training.local-steps", minimum: 1, expected: "a positive integer (inner steps per round)")
             {

@@ -138,10 +138,16 @@ public struct JobSpec: Sendable, Hashable {
         }
     }
 
-    /// How gradient shards travel to the coordinator (it accumulates in fp32 either way).
+    /// How shards travel (the coordinator accumulates in fp32 either way). The lossy ones
+    /// (everything but fp32) carry error feedback: what rounding lost is added to the next send.
     public enum ShardEncoding: String, Sendable, Hashable, CaseIterable {
-        case fp32, bf16
+        case fp32, bf16, fp16, int8, topk
     }
+
+    /// How workers of one institution combine their contributions: `flat` sends each to the
+    /// coordinator; `institution` sums them inside the site first (one delegate per site), so
+    /// one contribution per institution crosses the WAN.
+    public enum Reduction: String, Sendable, Hashable, CaseIterable { case flat, institution }
 
     /// `sync`: one global batch per step, gradients aggregated every step. `local`: each worker
     /// runs `local-steps` inner steps with its own optimizer, then sends its parameter delta; the
@@ -171,7 +177,17 @@ public struct JobSpec: Sendable, Hashable {
         public var globalBatchSize: Int = 64
         /// Shard size of the flat gradient and parameter buffers on the wire.
         public var shardSizeKiB: Int = 1024
+        /// Worker → coordinator (gradients, deltas).
         public var shardEncoding: ShardEncoding = .fp32
+        /// Coordinator → worker: fp32 sends the parameters; any other encoding sends the
+        /// difference between the parameters and the workers' replica θ̃, which both sides keep.
+        public var downlinkEncoding: ShardEncoding = .fp32
+        /// `topk` only: the fraction of each shard's elements sent (the largest in magnitude).
+        public var topKFraction: Double = 0.01
+        /// `local` only: the next round's inner steps start while the last delta is on the wire;
+        /// the outer update is applied one round late.
+        public var overlap = false
+        public var reduction: Reduction = .flat
         public init(steps: Int, globalBatchSize: Int = 64) {
             self.steps = steps
             self.globalBatchSize = globalBatchSize

@@ -289,6 +289,9 @@ public struct RegisterRequest: Sendable, Hashable, Codable {
     public var cores: Int
     public var memoryBytes: Int64
     public var accelerators: [String]
+    /// Where this worker's institution-local endpoint listens (`--site-listen`), for jobs with
+    /// `reduction: institution`: `tcp://HOST:PORT`, reachable only inside its site.
+    public var siteEndpoint: String?
 
     public init(name: String, institution: String, cores: Int, memoryBytes: Int64, accelerators: [String] = []) {
         self.name = name
@@ -344,6 +347,8 @@ public enum TrainingNotice {
         public var worldSize: Int
         public var shardElements: Int
         public var encoding: String
+        /// `reduction: institution`: this worker's part in its site's reduction (nil: flat).
+        public var site: Site?
         public init(job: Int64, spec: String, rank: Int, worldSize: Int, shardElements: Int, encoding: String) {
             self.job = job
             self.spec = spec
@@ -351,6 +356,25 @@ public enum TrainingNotice {
             self.worldSize = worldSize
             self.shardElements = shardElements
             self.encoding = encoding
+        }
+    }
+
+    /// A site's reduction: its members send their contributions to the delegate over the
+    /// site's network (fp32, CURVE); the delegate adds its own, sends one contribution to the
+    /// coordinator, and relays the parameters it receives to the members.
+    public struct Site: Sendable, Hashable, Codable {
+        public enum Role: String, Sendable, Hashable, Codable { case delegate, member }
+        public var role: Role
+        /// The delegate's site endpoint and CURVE public key (Z85): where members connect.
+        public var endpoint: String
+        public var delegateKey: String
+        /// The delegate only: the members it admits, name → CURVE public key (Z85).
+        public var members: [String: String]
+        public init(role: Role, endpoint: String, delegateKey: String, members: [String: String] = [:]) {
+            self.role = role
+            self.endpoint = endpoint
+            self.delegateKey = delegateKey
+            self.members = members
         }
     }
 
@@ -381,6 +405,10 @@ public enum TrainingNotice {
         public var lossSum: Double
         public var correct: Int
         public var count: Int
+        /// How long the evaluation took (the coordinator leaves it out of the training time).
+        public var evalSeconds: Double?
+        /// Bytes the worker sent for the job so far (every frame, envelopes included).
+        public var bytesSent: Int?
         public init(job: Int64, step: Int, lossSum: Double, correct: Int, count: Int) {
             self.job = job
             self.step = step

@@ -61,18 +61,58 @@ public struct Notice: Sendable, Hashable {
     }
 }
 
-/// How a shard's elements are laid out in its payload frame.
+/// How a shard's elements are laid out in its payload frame (docs/protocol.md, "Shard payloads";
+/// `ShardCodec` encodes and decodes them).
 public enum ShardEncoding: UInt8, Sendable, CaseIterable {
     case fp32 = 0
     case bf16 = 1
     case fp16 = 2
+    /// Blocks of `int8BlockElements`: a Float32 scale per block, then a signed byte per element.
+    case int8 = 3
+    /// The k elements of largest magnitude: k, their indices, their values as bf16.
+    case topk = 4
 
-    /// Bytes of payload for `elements` elements.
-    public func payloadBytes(elements: Int) -> Int {
+    /// Elements per int8 block; the last block of a shard may be shorter.
+    public static let int8BlockElements = 128
+    /// Payload bytes per element a topk shard keeps: a u32 index and a bf16 value.
+    public static let topKBytesPerKept = 6
+
+    /// The encoding a job spec names (`fp32`, `bf16`, `fp16`, `int8`, `topk`), nil for another name.
+    public init?(named name: String) {
+        guard let match = Self.allCases.first(where: { "\($0)" == name }) else { return nil }
+        self = match
+    }
+
+    /// Bytes of payload for `elements` elements; nil for topk, whose length depends on k.
+    public func payloadBytes(elements: Int) -> Int? {
         switch self {
         case .fp32: return elements * 4
         case .bf16, .fp16: return elements * 2
+        case .int8: return Self.int8Blocks(elements: elements) * 4 + elements
+        case .topk: return nil
         }
+    }
+
+    /// Blocks (and so scales) of an int8 payload of `elements` elements.
+    public static func int8Blocks(elements: Int) -> Int {
+        (elements + int8BlockElements - 1) / int8BlockElements
+    }
+
+    /// Why a payload of `byteCount` bytes cannot carry `elements` elements, or nil when its
+    /// length is possible. For topk that means 4 + 6k bytes with 1 ≤ k ≤ elements; whether the
+    /// k field says the same is `ShardCodec.validate`'s to check, with the indices and values.
+    public func payloadLengthProblem(byteCount: Int, elements: Int) -> String? {
+        if let expected = payloadBytes(elements: elements) {
+            return byteCount == expected ? nil : "is \(byteCount) bytes, but \(elements) \(self) elements need \(expected)"
+        }
+        let perKept = Self.topKBytesPerKept
+        guard elements >= 1 else { return "is a topk payload for 0 elements; topk needs at least one" }
+        guard byteCount >= 4 + perKept, (byteCount - 4) % perKept == 0 else {
+            return "is \(byteCount) bytes, but a topk payload is 4 + \(perKept)·k bytes with k ≥ 1"
+        }
+        let k = (byteCount - 4) / perKept
+        guard k <= elements else { return "is \(byteCount) bytes: \(k) kept elements, more than the shard's \(elements)" }
+        return nil
     }
 }
 
@@ -131,14 +171,15 @@ public struct ShardHeader: Sendable, Hashable {
         self.sampleCount = sampleCount
     }
 
-    /// The byte length the payload frame must have.
-    public var payloadBytes: Int { encoding.payloadBytes(elements: Int(elementCount)) }
+    /// The byte length the payload frame must have; nil for topk, whose length depends on k.
+    public var payloadBytes: Int? { encoding.payloadBytes(elements: Int(elementCount)) }
 
-    /// Checks the payload frame's length against the header; a mismatch is a malformed message.
+    /// Checks the payload frame's length against the header (for topk, that the length is one a
+    /// topk payload of this shard can have); a mismatch is a malformed message. The contents are
+    /// `ShardCodec.validate`'s to check.
     public func validatePayload(byteCount: Int) throws(WireError) {
-        guard byteCount == payloadBytes else {
-            throw .invalidValue(field: "shard.payload",
-                                reason: "is \(byteCount) bytes, but \(elementCount) \(encoding) elements need \(payloadBytes)")
+        if let problem = encoding.payloadLengthProblem(byteCount: byteCount, elements: Int(elementCount)) {
+            throw .invalidValue(field: "shard.payload", reason: problem)
         }
     }
 }

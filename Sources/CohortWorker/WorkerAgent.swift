@@ -15,10 +15,14 @@ public struct WorkerSettings: Sendable {
     public var threads: Int
     public var cores: Int
     public var memoryBytes: Int64
+    /// HOST:PORT inside the site where this worker, as its institution's delegate, takes the
+    /// other members' contributions (`--site-listen`); nil: it never acts as a delegate.
+    public var siteListen: String?
 
     public init(address: CoordinatorAddress, keys: CurveKeyPair, serverKey: CurveKey, dataRoot: URL, name: String,
                 threads: Int, cores: Int = ProcessInfo.processInfo.activeProcessorCount,
-                memoryBytes: Int64 = Int64(ProcessInfo.processInfo.physicalMemory)) {
+                memoryBytes: Int64 = Int64(ProcessInfo.processInfo.physicalMemory), siteListen: String? = nil) {
+        self.siteListen = siteListen
         self.address = address
         self.keys = keys
         self.serverKey = serverKey
@@ -48,6 +52,13 @@ public final class WorkerAgent {
     /// The ipc data endpoint and session id the coordinator offered (this host only).
     var ipc: (endpoint: String, session: [UInt8])?
     var current: ActiveJob?
+    /// Bytes this worker sent (every frame, envelopes included) since it took its current job.
+    var bytesSent = 0
+    /// The site endpoint (CURVE, admitting only the current job's site members) and its ZAP
+    /// handler, when started with `--site-listen`.
+    let site: Socket?
+    let siteZAP: ZAPHandler?
+    let siteAllowList = SiteAllowList()
 
     /// A job this worker is training.
     final class ActiveJob {
@@ -58,23 +69,66 @@ public final class WorkerAgent {
         let test: Dataset
         let sampler: Sampler
         let data: Socket
-        /// The gradient in bf16 when the job sends it so (reused every step).
-        let bf16: BF16Buffer?
+        /// How contributions go up and what comes down (`training.shard-encoding`, `downlink-encoding`).
+        let uplink: ShardCodec
+        let downlink: ShardCodec
+        /// What lossy encoding dropped so far, added to the next send (lossy uplinks only).
+        let feedback: ErrorFeedback?
+        /// Slots the encoded shards go out from, zero-copy: two with `overlap` (a round's shards
+        /// may still be on the wire while the next round is encoded), else one.
+        let outbox: [EncodedShards]
         /// `mode: local`: the inner optimizer and its state (kept across rounds, started afresh
-        /// when the worker (re)joins), the parameters at the start of the round, inner steps run.
-        let inner: (optimizer: Optimizer, state: FlatBuffer, start: FlatBuffer)?
+        /// when the worker (re)joins).
+        let inner: (optimizer: Optimizer, state: FlatBuffer)?
+        /// The parameters as the coordinator keeps them for the workers (θ̃): the full
+        /// parameters land here, lossy downlink differences are added to it. In `sync` mode it
+        /// is the model's own parameter buffer (training never changes it between rounds).
+        let replica: FlatBuffer
+        /// `local` mode: the parameters at the start of the round, then the round's delta.
+        let delta: FlatBuffer?
+        /// `reduction: institution`: this worker's part, and as the delegate, the site members'
+        /// data connections (by name) and the sum of the site's rounds.
+        let siteRole: TrainingNotice.Site?
+        var siteIdentity: [String: [UInt8]] = [:]
+        let reducer: SiteReducer?
+        /// The delegate says it is ready once every site member has attached.
+        var pendingReady: TrainingNotice.Ready?
+        /// A site member: whether its delegate acknowledged the attach, and when it last tried.
+        var siteAcknowledged = false
+        var attachedAt = Date()
+        /// The last round whose delta was sent (`overlap`: it is in `delta` until the update
+        /// it overlapped arrives).
+        var lastSent: Int?
         var innerSteps = 0
         var receivedStep = -1
         var received = 0
         var shardCount = 0
 
         init(assignment: TrainingNotice.Assignment, spec: JobSpec, model: Model, train: Dataset, test: Dataset, sampler: Sampler, data: Socket) {
-            bf16 = assignment.encoding == "bf16" ? BF16Buffer(count: model.parameterCount) : nil
-            if spec.training.mode == .local {
+            let t = spec.training
+            siteRole = assignment.site
+            // A site member sends to its delegate over the site's network: fp32, nothing lost.
+            let upEncoding = assignment.site?.role == .member ? .fp32 : ShardEncoding(named: t.shardEncoding.rawValue) ?? .fp32
+            uplink = ShardCodec(upEncoding, topKFraction: t.topKFraction)
+            reducer = assignment.site?.role == .delegate
+                ? SiteReducer(parameterCount: model.parameterCount, shardElements: assignment.shardElements,
+                              members: Set(assignment.site!.members.keys))
+                : nil
+            downlink = ShardCodec(ShardEncoding(named: t.downlinkEncoding.rawValue) ?? .fp32, topKFraction: t.topKFraction)
+            feedback = uplink.encoding == .fp32 ? nil : ErrorFeedback(count: model.parameterCount)
+            let slots = spec.training.overlap ? 2 : 1
+            outbox = (0..<slots).map { [uplink] _ in
+                EncodedShards(codec: uplink, parameterCount: model.parameterCount, shardElements: assignment.shardElements)
+            }
+            if t.mode == .local {
                 let optimizer = spec.optimizer.computeOptimizer
-                inner = (optimizer, optimizer.makeState(parameterCount: model.parameterCount), FlatBuffer(count: model.parameterCount))
+                inner = (optimizer, optimizer.makeState(parameterCount: model.parameterCount))
+                replica = FlatBuffer(count: model.parameterCount)
+                delta = FlatBuffer(count: model.parameterCount)
             } else {
                 inner = nil
+                replica = model.parameters
+                delta = nil
             }
             self.assignment = assignment
             self.spec = spec
@@ -96,6 +150,18 @@ public final class WorkerAgent {
         try control.setReconnectInterval(initialMilliseconds: 100, maximumMilliseconds: 2000)
         try control.makeCurveClient(keys: settings.keys, serverKey: settings.serverKey)
         try control.connect(settings.address.endpoints.control)
+        if let listen = settings.siteListen {
+            let zap = try ZAPHandler(context: context, authenticator: siteAllowList)
+            let socket = try Socket(context, .router)
+            try socket.setLinger(milliseconds: 0)
+            try socket.setHighWaterMarks(send: 0, receive: 0)
+            try socket.setMaxMessageSize(256 << 20)
+            try socket.makeCurveServer(keys: settings.keys, zap: zap)
+            try socket.bind("tcp://" + listen)
+            (site, siteZAP) = (socket, zap)
+        } else {
+            (site, siteZAP) = (nil, nil)
+        }
     }
 
     /// Serves until `shouldStop` turns true.
@@ -106,11 +172,25 @@ public final class WorkerAgent {
         while !shouldStop() {
             let poller = Poller()
             poller.add(control)
-            if let job = current { poller.add(job.data) }
+            let job = current
+            if let job { poller.add(job.data) }
+            if let site { poller.add(site) }
             let ready = (try? poller.poll(timeoutMilliseconds: 100)) ?? []
             if ready.contains(0) { drainControl() }
-            if ready.contains(1), let job = current { drainData(job) }
+            if let job, ready.contains(1) { drainData(job) }
+            if let site, ready.contains(job == nil ? 1 : 2) { drainSite(site) }
             if Date() >= nextHeartbeat { heartbeat() }
+            if let job = current, let role = job.siteRole, role.role == .member, !job.siteAcknowledged,
+               Date().timeIntervalSince(job.attachedAt) > 1 {
+                // The delegate may have refused our first handshake (its allow-list was not set
+                // yet), and libzmq does not always retry: connect again.
+                job.attachedAt = Date()
+                try? job.data.disconnect(role.endpoint)
+                try? job.data.connect(role.endpoint)
+                if let attach = try? Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: job.assignment.job)) {
+                    try? send(job.data, [.bytes(Message.notice(attach).encode())])
+                }
+            }
         }
         // Say goodbye, so that the coordinator reassigns this worker's part at once instead of
         // waiting for its heartbeats to lapse; the current step is abandoned cleanly (its
@@ -121,7 +201,8 @@ public final class WorkerAgent {
     }
 
     private func register() {
-        let body = RegisterRequest(name: settings.name, institution: "", cores: settings.cores, memoryBytes: settings.memoryBytes)
+        var body = RegisterRequest(name: settings.name, institution: "", cores: settings.cores, memoryBytes: settings.memoryBytes)
+        body.siteEndpoint = settings.siteListen.map { "tcp://" + $0 }
         guard let request = try? ApiRequest(requestId: 1, method: ApiMethod.register, json: body) else { return }
         try? control.send(Message.apiRequest(request).encode(), dontWait: true)
         nextHeartbeat = Date().addingTimeInterval(heartbeatInterval)
@@ -130,7 +211,8 @@ public final class WorkerAgent {
     private func heartbeat() {
         sequence += 1
         let beat = Heartbeat(sequence: sequence, sentAtNanos: DispatchTime.now().uptimeNanoseconds)
-        try? control.send(Message.heartbeat(beat).encode(), dontWait: true)
+        let bytes = Message.heartbeat(beat).encode()
+        if (try? control.send(bytes, dontWait: true)) != nil { bytesSent += bytes.count }
         // Not registered yet (or the coordinator forgot us after a restart): ask again.
         if !registered && sequence % 3 == 0 { register() }
         nextHeartbeat = Date().addingTimeInterval(heartbeatInterval)
@@ -196,6 +278,7 @@ public final class WorkerAgent {
             guard let r = try? notice.decodeBody(as: TrainingNotice.Release.self), current?.assignment.job == r.job else { return }
             logger.info("job released", metadata: ["job.id": "\(r.job)", "reason": "\(r.reason)"])
             current = nil
+            siteAllowList.set([:])
         default:
             break
         }
@@ -204,6 +287,9 @@ public final class WorkerAgent {
     /// Loads the job's data and model, opens the data connection and says it is ready.
     private func take(_ a: TrainingNotice.Assignment) throws {
         current = nil
+        // A delegate admits its site's members at once (before loading data), so that their
+        // handshakes find them on the list.
+        if let role = a.site, role.role == .delegate, site != nil { siteAllowList.set(role.members) }
         let spec = try JobSpec.parse(yaml: a.spec, source: "job \(a.job)")
         let manifest = try DatasetManifest.load(dataset: spec.data.dataset, dataRoot: settings.dataRoot)
         let description = try spec.modelDescription(dataset: manifest)
@@ -222,7 +308,11 @@ public final class WorkerAgent {
         try data.setLinger(milliseconds: 0)
         try data.setHighWaterMarks(send: 0, receive: 0)
         try data.setMaxMessageSize(256 << 20)
-        if let ipc {
+        if let role = a.site, role.role == .member {
+            // Our institution's delegate takes our contributions and relays the parameters.
+            try data.makeCurveClient(keys: settings.keys, serverKey: try CurveKey(z85: role.delegateKey))
+            try data.connect(role.endpoint)
+        } else if let ipc {
             // On the coordinator's host: ipc, named by the session id from our CURVE registration.
             try data.setRoutingId(ipc.session)
             try data.connect(ipc.endpoint)
@@ -230,15 +320,27 @@ public final class WorkerAgent {
             try data.makeCurveClient(keys: settings.keys, serverKey: settings.serverKey)
             try data.connect(settings.address.endpoints.data)
         }
+        if let role = a.site, role.role == .delegate {
+            guard site != nil else {
+                throw TrainingError("this job makes this worker its institution's delegate, but it was started without --site-listen")
+            }
+            siteAllowList.set(role.members)
+        }
         let job = ActiveJob(assignment: a, spec: spec, model: model, train: train, test: test, sampler: sampler, data: data)
         current = job
-        try data.send(Message.notice(try Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job))).encode())
+        bytesSent = 0
+        try send(data, [.bytes(Message.notice(try Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job))).encode())])
         let modelJSON = String(decoding: try JSONEncoder().encode(description), as: UTF8.self)
         let ready = TrainingNotice.Ready(job: a.job, model: modelJSON, parameterCount: model.parameterCount,
                                          trainExamples: train.count, contentHash: manifest.contentHash)
-        try control.send(Message.notice(try Notice(kind: NoticeKind.ready, json: ready)).encode())
+        if let role = a.site, role.role == .delegate, !role.members.isEmpty {
+            job.pendingReady = ready // once the site's members have attached
+        } else {
+            try send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.ready, json: ready)).encode())])
+        }
+        let path = a.site.map { $0.role == .member ? "site delegate at \($0.endpoint), CURVE" : "tcp, CURVE; site delegate" }
         logger.info("job taken", metadata: ["job.id": "\(a.job)", "rank": "\(a.rank)", "world": "\(a.worldSize)",
-                                            "data": "\(ipc == nil ? "tcp, CURVE" : "ipc")",
+                                            "data": "\(path ?? (ipc == nil ? "tcp, CURVE" : "ipc"))",
                                             "parameters": "\(model.parameterCount)", "train": "\(train.count)"])
     }
 
@@ -257,18 +359,43 @@ public final class WorkerAgent {
         while current === job, let frames = try? job.data.receive(dontWait: true) {
             guard let message = decode(frames) else { continue }
             switch message {
-            case let .shard(h) where h.kind == .parameters && h.job == UInt64(job.assignment.job):
-                // Copy the shard into the parameters and let the frame go at once.
+            case let .shard(h) where (h.kind == .parameters || h.kind == .delta) && h.job == UInt64(job.assignment.job):
                 let offset = Int(h.elementOffset), count = Int(h.elementCount)
                 guard offset + count <= job.model.parameterCount else { continue }
-                frames[1].withUnsafeBytes { src in
-                    UnsafeMutableRawPointer(job.model.parameters.baseAddress + offset).copyMemory(from: src.baseAddress!, byteCount: count * 4)
+                let target = job.replica.baseAddress + offset
+                let landed: Bool = withExtendedLifetime(frames) {
+                    let payload = frames[1].unsafeBytes
+                    if h.kind == .parameters {
+                        // The full parameters (a run's start, or an fp32 downlink): copied in.
+                        guard h.encoding == .fp32, payload.count == count * 4, let src = payload.baseAddress else { return false }
+                        UnsafeMutableRawPointer(target).copyMemory(from: src, byteCount: count * 4)
+                        return true
+                    }
+                    // A lossy downlink: the difference to add to the replica, exactly as the
+                    // coordinator added it to its copy.
+                    guard h.encoding == job.downlink.encoding, (try? job.downlink.validate(payload, elements: count)) != nil else { return false }
+                    job.downlink.add(payload, count: count, into: target)
+                    return true
+                }
+                guard landed else {
+                    logger.error("a parameter shard from the coordinator does not decode; dropping the job's replica",
+                                 metadata: ["job.id": "\(job.assignment.job)", "shard": "\(h.shard)", "encoding": "\(h.encoding)"])
+                    continue
+                }
+                if job.reducer != nil {
+                    // The delegate relays every parameter shard to its site's members.
+                    let payload = frames[1].bytes, envelope = frames[0].bytes
+                    for identity in job.siteIdentity.values {
+                        try? send(site!, [.bytes(identity), .bytes(envelope), .bytes(payload)])
+                    }
                 }
                 let step = Int(h.step)
                 if step != job.receivedStep { job.receivedStep = step; job.received = 0 }
                 job.received += 1
                 job.shardCount = Int(h.shardCount)
                 if job.received == job.shardCount { stepParametersArrived(job, step: step) }
+            case let .notice(n) where n.kind == NoticeKind.attach:
+                job.siteAcknowledged = true
             case let .error(e):
                 logger.warning("the coordinator refused a shard", metadata: ["reason": "\(e.message)"])
             default:
@@ -277,25 +404,27 @@ public final class WorkerAgent {
         }
     }
 
-    /// What this worker sends for the round that starts at `step`, left in the gradient buffer:
-    /// in `sync` mode the gradient of its slice of global batch `step`; in `local` mode the delta
-    /// θ_start − θ_end after `local-steps` inner steps with its own optimizer (each on its slice
-    /// of the global batches `step`, `step+1`, …). Returns the last loss and the samples behind it.
-    private func computeContribution(_ job: ActiveJob, step: Int) throws -> (StepResult, Int) {
-        let a = job.assignment, spec = job.spec
-        func gradient(_ s: Int) throws -> (StepResult, Int) {
-            let batch = job.train.gather(job.sampler.indices(step: s, rank: a.rank, worldSize: a.worldSize))
-            job.model.zeroGradients()
-            let r = try job.model.forwardBackward(batch, dropoutSeed: spec.seed &+ UInt64(s) &* 0x9E37_79B9 &+ UInt64(a.rank))
-            return (r, batch.count)
-        }
-        guard let inner = job.inner else { return try gradient(step) }
+    /// The gradient of this rank's slice of global batch `s`, in the model's gradient buffer.
+    private func gradient(_ job: ActiveJob, step s: Int) throws -> (StepResult, Int) {
+        let a = job.assignment
+        let batch = job.train.gather(job.sampler.indices(step: s, rank: a.rank, worldSize: a.worldSize))
+        job.model.zeroGradients()
+        let r = try job.model.forwardBackward(batch, dropoutSeed: job.spec.seed &+ UInt64(s) &* 0x9E37_79B9 &+ UInt64(a.rank))
+        return (r, batch.count)
+    }
+
+    /// `local` mode: `local-steps` inner steps from the model's current parameters (each on this
+    /// rank's slice of global batches `step`, `step+1`, …), leaving the delta θ_start − θ_end in
+    /// `job.delta`. Returns the last loss and the samples behind the round.
+    private func localRound(_ job: ActiveJob, step: Int) throws -> (StepResult, Int) {
+        guard let inner = job.inner, let delta = job.delta else { return try gradient(job, step: step) }
+        let spec = job.spec
         let params = job.model.parameters
-        inner.start.baseAddress.update(from: params.baseAddress, count: params.count)
-        var last: (StepResult, Int)?
+        delta.baseAddress.update(from: params.baseAddress, count: params.count)
+        var last: StepResult?
         var samples = 0
         for s in step..<(step + spec.training.localSteps) {
-            let (r, n) = try gradient(s)
+            let (r, n) = try gradient(job, step: s)
             samples += n
             var scale: Float = 1
             if let maxNorm = spec.optimizer.clipNorm {
@@ -305,20 +434,23 @@ public final class WorkerAgent {
             inner.optimizer.step(parameters: params, gradients: job.model.gradients, state: inner.state,
                                  learningRate: spec.schedule.learningRate(step: s, totalSteps: spec.training.steps, lr: spec.optimizer.lr),
                                  t: job.innerSteps, gradientScale: scale)
-            last = (r, n)
+            last = r
         }
-        // delta = θ_start − θ_end, into the gradient buffer that the shards are sent from.
-        let d = job.model.gradients.baseAddress, p = params.baseAddress, s0 = inner.start.baseAddress
-        for i in 0..<params.count { d[i] = s0[i] - p[i] }
-        return (last!.0, samples)
+        let d = delta.baseAddress, p = params.baseAddress
+        for i in 0..<params.count { d[i] -= p[i] }
+        return (last!, samples)
     }
 
-    /// All parameters for `step` are here: evaluate if this is an evaluation point, then compute
-    /// and send the gradient of this rank's slice.
+    /// All parameters for `step` are here (in the replica): evaluate if this is an evaluation
+    /// point, then compute and send this rank's contribution for the round that starts at
+    /// `step` (with `overlap`, the next round's: this one's went out before these arrived).
     private func stepParametersArrived(_ job: ActiveJob, step: Int) {
         let a = job.assignment, spec = job.spec
+        let params = job.model.parameters
         do {
+            if job.inner != nil { params.baseAddress.update(from: job.replica.baseAddress, count: params.count) }
             if step > 0 && (step == spec.training.steps || (spec.evalEvery > 0 && step % spec.evalEvery == 0)) {
+                let started = Date()
                 var e = Evaluation()
                 let indices = job.test.evaluationIndices(rank: a.rank, worldSize: a.worldSize)
                 var i = 0
@@ -326,56 +458,146 @@ public final class WorkerAgent {
                     e = e + (try job.model.evaluate(job.test.gather(indices[i..<min(i + 512, indices.count)])))
                     i += 512
                 }
-                let m = TrainingNotice.Metrics(job: a.job, step: step, lossSum: e.lossSum, correct: e.correct, count: e.count)
-                try control.send(Message.notice(try Notice(kind: NoticeKind.metrics, json: m)).encode())
+                var m = TrainingNotice.Metrics(job: a.job, step: step, lossSum: e.lossSum, correct: e.correct, count: e.count)
+                m.evalSeconds = Date().timeIntervalSince(started)
+                m.bytesSent = bytesSent
+                try send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.metrics, json: m)).encode())])
             }
-            guard step < spec.training.steps else { return }
-            let (r, samples) = try computeContribution(job, step: step)
-            if step % 10 == 0 || job.inner != nil {
-                let p = TrainingNotice.Progress(job: a.job, step: step, loss: Double(r.loss), samples: samples, rttMs: rttMs)
-                try control.send(Message.notice(try Notice(kind: NoticeKind.progress, json: p)).encode())
+            guard job.inner != nil else {
+                guard step < spec.training.steps else { return }
+                let (r, samples) = try gradient(job, step: step)
+                if step % 10 == 0 { try progress(job, step: step, loss: r.loss, samples: samples) }
+                try sendContribution(job, step: step, from: job.model.gradients.baseAddress, samples: samples, zeroCopyOwner: job.model.gradients)
+                return
             }
-            let layoutElements = a.shardElements
-            let n = job.model.parameterCount
-            let shardCount = (n + layoutElements - 1) / layoutElements
-            let grads = job.model.gradients
-            for k in 0..<shardCount {
-                let start = k * layoutElements, count = min(layoutElements, n - start)
-                let header = ShardHeader(job: UInt64(a.job), step: UInt64(step), kind: job.inner == nil ? .gradient : .delta,
-                                         encoding: job.bf16 == nil ? .fp32 : .bf16,
-                                         shard: UInt32(k), shardCount: UInt32(shardCount), elementOffset: UInt64(start),
-                                         elementCount: UInt32(count), sampleCount: UInt32(samples))
-                if let bf16 = job.bf16 {
-                    // Rounded shard by shard, right before it goes: conversion overlaps the sends.
-                    bf16.encode(from: grads.baseAddress + start, count: count, at: start)
-                    let payload = UnsafeRawBufferPointer(start: bf16.base + start * 2, count: count * 2)
-                    try job.data.send([.bytes(Message.shard(header).encode()), .zeroCopy(payload, owner: bf16)])
-                } else {
-                    let payload = UnsafeRawBufferPointer(start: grads.baseAddress + start, count: count * 4)
-                    try job.data.send([.bytes(Message.shard(header).encode()), .zeroCopy(payload, owner: grads)])
-                }
+            let h = spec.training.localSteps
+            var rounds: [Int]
+            if spec.training.overlap, job.lastSent == step, let delta = job.delta {
+                // This round went out before these parameters came: start the next one from
+                // them plus what this worker learned in the round they overlapped (θ̃ − δ).
+                let p = params.baseAddress, r = job.replica.baseAddress, d = delta.baseAddress
+                for i in 0..<params.count { p[i] = r[i] - d[i] }
+                rounds = [step + h]
+            } else {
+                rounds = spec.training.overlap ? [step, step + h] : [step]
+            }
+            rounds.removeAll { $0 >= spec.training.steps }
+            for round in rounds {
+                let (r, samples) = try localRound(job, step: round)
+                try progress(job, step: round, loss: r.loss, samples: samples)
+                try sendContribution(job, step: round, from: job.delta!.baseAddress, samples: samples, zeroCopyOwner: nil)
+                job.lastSent = round
             }
         } catch {
             logger.error("step failed", metadata: ["job.id": "\(a.job)", "step": "\(step)", "error": "\(error)"])
         }
     }
-}
 
-/// A bf16 copy of a flat Float buffer, sent zero-copy (it lives as long as libzmq needs it).
-final class BF16Buffer: @unchecked Sendable { // written before each send, read by libzmq after
-    let base: UnsafeMutableRawPointer
-    let count: Int
-
-    init(count: Int) {
-        self.count = count
-        base = .allocate(byteCount: max(count, 1) * 2, alignment: 64)
+    private func progress(_ job: ActiveJob, step: Int, loss: Float, samples: Int) throws {
+        let p = TrainingNotice.Progress(job: job.assignment.job, step: step, loss: Double(loss), samples: samples, rttMs: rttMs)
+        try send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.progress, json: p)).encode())])
     }
 
-    deinit { base.deallocate() }
+    /// Sends the flat buffer at `source` as this round's contribution, shard by shard: fp32
+    /// straight from `zeroCopyOwner`'s memory when given, otherwise each shard encoded (with
+    /// error feedback when lossy) into its outbox slot right before it goes, so that encoding
+    /// overlaps the sends.
+    private func sendContribution(_ job: ActiveJob, step: Int, from source: UnsafeMutablePointer<Float>, samples: Int,
+                                  zeroCopyOwner: (any AnyObject & Sendable)?) throws {
+        let a = job.assignment
+        let outbox = job.outbox[(step / job.spec.stepsPerRound) % job.outbox.count]
+        if let reducer = job.reducer {
+            // The delegate's own part joins the site's sum; complete shards go on to the coordinator.
+            for k in 0..<reducer.shardCount {
+                let r = reducer.range(k)
+                let own = UnsafeRawBufferPointer(start: source + r.lowerBound, count: r.count * 4)
+                if case .success(true) = reducer.add(step: step, shard: k, from: "", values: own, samples: samples) {
+                    try sendSiteShard(job, step: step, shard: k)
+                }
+            }
+            return
+        }
+        for k in 0..<outbox.shardCount {
+            let range = outbox.range(k)
+            let header = ShardHeader(job: UInt64(a.job), step: UInt64(step), kind: job.inner == nil ? .gradient : .delta,
+                                     encoding: job.uplink.encoding, shard: UInt32(k), shardCount: UInt32(outbox.shardCount),
+                                     elementOffset: UInt64(range.lowerBound), elementCount: UInt32(range.count), sampleCount: UInt32(samples))
+            let payload: OutboundFrame
+            if job.uplink.encoding == .fp32, let owner = zeroCopyOwner {
+                payload = .zeroCopy(UnsafeRawBufferPointer(start: source + range.lowerBound, count: range.count * 4), owner: owner)
+            } else {
+                payload = .zeroCopy(outbox.encode(shard: k, of: source, feedback: job.feedback), owner: outbox)
+            }
+            try send(job.data, [.bytes(Message.shard(header).encode()), payload])
+        }
+    }
 
-    /// Round-to-nearest-even of `count` floats into elements `at..<at+count`.
-    func encode(from source: UnsafePointer<Float>, count n: Int, at offset: Int) {
-        let out = (base + offset * 2).assumingMemoryBound(to: UInt16.self)
-        for i in 0..<n { out[i] = BFloat16.encode(source[i]) }
+    /// The delegate: shard k of the site's round `step` is complete; it goes to the coordinator
+    /// as one contribution of the site's samples, encoded as the job says (error feedback on).
+    private func sendSiteShard(_ job: ActiveJob, step: Int, shard k: Int) throws {
+        guard let reducer = job.reducer, let (flat, samples) = reducer.mean(step: step, shard: k) else { return }
+        let outbox = job.outbox[(step / job.spec.stepsPerRound) % job.outbox.count]
+        let r = reducer.range(k)
+        let header = ShardHeader(job: UInt64(job.assignment.job), step: UInt64(step), kind: job.inner == nil ? .gradient : .delta,
+                                 encoding: job.uplink.encoding, shard: UInt32(k), shardCount: UInt32(reducer.shardCount),
+                                 elementOffset: UInt64(r.lowerBound), elementCount: UInt32(r.count), sampleCount: UInt32(samples))
+        let payload = outbox.encode(shard: k, of: flat, feedback: job.feedback)
+        try send(job.data, [.bytes(Message.shard(header).encode()), .zeroCopy(payload, owner: outbox)])
+        reducer.sent(step: step)
+    }
+
+    /// The delegate's site endpoint: members attach and send their contributions (fp32).
+    private func drainSite(_ site: Socket) {
+        while let frames = try? site.receive(dontWait: true), frames.count >= 2 {
+            let identity = frames[0].bytes
+            guard let name = frames[1].property("User-Id"), let job = current, let reducer = job.reducer else { continue }
+            let message: Message
+            do {
+                message = try withExtendedLifetime(frames) { () throws(WireError) -> Message in
+                    try Message.decode(frames: frames.dropFirst().map(\.unsafeBytes))
+                }
+            } catch {
+                logger.warning("malformed message from a site member", metadata: ["member": "\(name)", "error": "\(error)"])
+                continue
+            }
+            switch message {
+            case let .notice(n) where n.kind == NoticeKind.attach:
+                guard let attach = try? n.decodeBody(as: TrainingNotice.Attach.self), attach.job == job.assignment.job else { continue }
+                job.siteIdentity[name] = identity
+                // Acknowledged, so that a member whose first handshake raced the allow-list knows.
+                try? send(site, [.bytes(identity), .bytes(Message.notice(n).encode())])
+                if let ready = job.pendingReady, job.siteIdentity.count == reducer.expected.count - 1 {
+                    job.pendingReady = nil
+                    try? send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.ready, json: ready)).encode())])
+                }
+            case let .shard(h) where h.job == UInt64(job.assignment.job) && h.encoding == .fp32 && frames.count == 3:
+                let outcome = withExtendedLifetime(frames) {
+                    reducer.add(step: Int(h.step), shard: Int(h.shard), from: name, values: frames[2].unsafeBytes, samples: Int(h.sampleCount))
+                }
+                switch outcome {
+                case .success(true):
+                    do { try sendSiteShard(job, step: Int(h.step), shard: Int(h.shard)) } catch {
+                        logger.error("cannot send the site's shard", metadata: ["error": "\(error)"])
+                    }
+                case .success(false):
+                    break
+                case let .failure(refusal):
+                    logger.warning("site member's shard refused", metadata: ["member": "\(name)", "reason": "\(refusal)"])
+                }
+            default:
+                logger.warning("unexpected message from a site member", metadata: ["member": "\(name)", "type": "\(message.type)"])
+            }
+        }
+    }
+
+    /// Sends a message, counting its bytes (envelopes included) for the job's report.
+    private func send(_ socket: Socket, _ frames: [OutboundFrame]) throws {
+        try socket.send(frames)
+        for frame in frames {
+            switch frame {
+            case let .bytes(b): bytesSent += b.count
+            case let .zeroCopy(b, _): bytesSent += b.count
+            }
+        }
     }
 }

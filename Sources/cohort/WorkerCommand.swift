@@ -20,6 +20,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "A join token: enrol this worker first (once; later starts need none).") var join: String?
     @Option(help: "The worker's name (at enrolment; default INSTITUTION-worker-N).") var name: String?
     @Option(help: "Compute threads. Default: all cores.") var threads: Int?
+    @Option(help: ArgumentHelp("HOST:PORT inside this site where the worker, as its institution's delegate, takes the other members' contributions (jobs with `reduction: institution`). Only the current job's enrolled members of the institution are admitted (CURVE).", valueName: "HOST:PORT"))
+    var siteListen: String?
 
     func run() async throws {
         let keyPath = stateDir + "/key"
@@ -48,7 +50,7 @@ struct WorkerCommand: AsyncParsableCommand {
         guard n >= 1 else { throw ValidationError("--threads must be at least 1") }
         Allocator.avoidPerMessageMapping()
         let settings = WorkerSettings(address: address, keys: keys, serverKey: serverKey, dataRoot: DataRoot.resolve(explicit: dataRoot),
-                                      name: name ?? "worker", threads: n)
+                                      name: name ?? "worker", threads: n, siteListen: siteListen)
         var logger = Logger(label: "cohort.worker")
         logger[metadataKey: "worker"] = "\(name ?? URL(fileURLWithPath: stateDir).lastPathComponent)"
         let service = WorkerService(settings: settings, logger: logger)

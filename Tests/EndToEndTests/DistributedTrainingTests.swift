@@ -128,7 +128,7 @@ struct DistributedTrainingTests {
         #expect(accuracy >= 0.9, "test accuracy \(accuracy)")
         let bytesIn = try #require(try reader.metric(job: id, "bytes_in"))
         let parameters = 64 * 128 + 128 + 128 * 10 + 10
-        #expect(bytesIn == Double(4 * parameters * 2 * 60), "one delta per worker per round: 60 rounds, not 600 steps")
+        #expect(bytesIn == Double((4 * parameters + shardEnvelopeBytes) * 2 * 60), "one delta per worker per round: 60 rounds, not 600 steps")
         withExtendedLifetime(workers) {}
     }
 
@@ -148,7 +148,7 @@ struct DistributedTrainingTests {
         #expect(accuracy >= 0.95, "test accuracy \(accuracy)")
         let bytesIn = try #require(try reader.metric(job: id, "bytes_in"))
         let parameters = 64 * 256 + 256 + 256 * 10 + 10
-        #expect(bytesIn == Double(2 * parameters * 2 * 1500), "2 bytes per element, 2 members, 1500 steps")
+        #expect(bytesIn == Double((2 * parameters + 5 * shardEnvelopeBytes) * 2 * 1500), "2 bytes per element (5 shards), 2 members, 1500 steps")
         withExtendedLifetime(workers) {}
     }
 
@@ -322,6 +322,10 @@ extension DistributedTrainingTests {
         withExtendedLifetime(workers) {}
     }
 }
+
+/// The bytes of a shard's header message (counted with its payload).
+let shardEnvelopeBytes = Message.shard(ShardHeader(job: 1, step: 1, kind: .gradient, encoding: .fp32, shard: 0, shardCount: 1,
+                                                   elementOffset: 0, elementCount: 1, sampleCount: 1)).encode().count
 
 /// Reads metrics straight from a coordinator's database (after the fact, read-only).
 struct CohortStoreReader {

@@ -29,6 +29,7 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
     case wrongEncoding(got: ShardEncoding)
     case wrongKind(ShardKind)
     case nonFinite(shard: Int, index: Int)
+    case malformed(shard: Int, reason: String)
     case noSamples
 
     public var description: String {
@@ -41,6 +42,7 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
         case let .wrongEncoding(got): return "shard encoded as \(got), which this job does not use"
         case let .wrongKind(kind): return "a \(kind) shard where another kind was expected"
         case let .nonFinite(shard, index): return "shard \(shard) holds NaN or infinity at element \(index)"
+        case let .malformed(shard, reason): return "shard \(shard) does not decode: \(reason)"
         case .noSamples: return "a contribution of 0 samples"
         }
     }
@@ -63,6 +65,8 @@ public final class StepAggregator {
     public let job: UInt64
     public let layout: ShardLayout
     public let encoding: ShardEncoding
+    /// Decodes the encodings that the fusion kernels do not read directly (fp16, int8, topk).
+    public let codec: ShardCodec
     /// Gradients in `sync` mode, parameter deltas in `local` mode.
     public let kind: ShardKind
     public private(set) var step: UInt64 = 0
@@ -77,8 +81,9 @@ public final class StepAggregator {
         var complete = false
     }
 
-    public init(job: UInt64, layout: ShardLayout, encoding: ShardEncoding, kind: ShardKind = .gradient) {
+    public init(job: UInt64, layout: ShardLayout, encoding: ShardEncoding, kind: ShardKind = .gradient, topKFraction: Double = 0.01) {
         self.job = job
+        codec = ShardCodec(encoding, topKFraction: topKFraction)
         self.kind = kind
         self.layout = layout
         self.encoding = encoding
@@ -113,11 +118,14 @@ public final class StepAggregator {
         guard Int(h.elementOffset) == range.lowerBound, Int(h.elementCount) == range.count else {
             return .failure(.wrongLayout("shard \(k) covers \(h.elementOffset)+\(h.elementCount), expected \(range.lowerBound)+\(range.count)"))
         }
-        guard payload.count == encoding.payloadBytes(elements: range.count), let base = payload.baseAddress else {
-            return .failure(.wrongLayout("payload of \(payload.count) bytes for \(range.count) elements"))
-        }
         guard h.sampleCount > 0 else { return .failure(.noSamples) }
         guard !shards[k].arrived.contains(member), !shards[k].complete else { return .failure(.duplicate(member: member, shard: k)) }
+        guard encoding == .fp32 || encoding == .bf16 else {
+            return decodeAndAdd(from: member, shard: k, range: range, samples: h.sampleCount, payload: payload)
+        }
+        guard payload.count == range.count * (encoding == .fp32 ? 4 : 2), let base = payload.baseAddress else {
+            return .failure(.wrongLayout("payload of \(payload.count) bytes for \(range.count) elements"))
+        }
         let x = Payload(base: base, encoding: encoding == .bf16 ? .bf16 : .fp32)
         if let bad = Fusion.firstNonFinite(x, count: range.count) { return .failure(.nonFinite(shard: k, index: bad)) }
 
@@ -145,6 +153,25 @@ public final class StepAggregator {
             return .success(.complete(shard: k))
         }
         return .success(.fused)
+    }
+
+    /// fp16, int8 and topk shards: checked whole (structure, indices, finite values), then
+    /// decoded into the accumulator with their weight (nothing is parked: these encodings are
+    /// for slow links, where decoding is not what the round waits on).
+    private func decodeAndAdd(from member: String, shard k: Int, range: Range<Int>, samples: UInt32,
+                              payload: UnsafeRawBufferPointer) -> Result<Outcome, Rejection> {
+        do { try codec.validate(payload, elements: range.count) } catch {
+            return .failure(.malformed(shard: k, reason: "\(error)"))
+        }
+        shards[k].arrived.insert(member)
+        shards[k].weight += Double(samples)
+        let acc = accumulator.baseAddress! + range.lowerBound
+        if shards[k].arrived.count == 1 { acc.update(repeating: 0, count: range.count) }
+        codec.accumulate(payload, count: range.count, weight: Float(samples), into: acc)
+        guard shards[k].arrived.count == members.count else { return .success(.fused) }
+        Fusion.scale(acc, Float(1 / shards[k].weight), count: range.count)
+        shards[k].complete = true
+        return .success(.complete(shard: k))
     }
 
     /// At the step's deadline: completes shard k with the contributions that arrived, weighted

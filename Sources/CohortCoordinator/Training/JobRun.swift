@@ -19,8 +19,21 @@ final class JobRun {
     let spec: JobSpec
     /// Worker (principal) names by rank.
     let members: [String]
+    /// Members that exchange shards with the coordinator: all of them under flat reduction;
+    /// under `reduction: institution`, each site's delegate (and members of sites without one).
+    let uplink: [String]
+    /// Each member's part in its site's reduction.
+    let site: [String: TrainingNotice.Site]
     let shardElements: Int
     let encoding: ShardEncoding
+    /// How parameter updates go down: fp32 sends the parameters; any other encoding sends
+    /// θ − θ̃ encoded, where θ̃ (`TrainingState.replica`) is what the workers hold.
+    let downlink: ShardCodec
+    /// The encoded downlink shards (lossy downlinks only), sent zero-copy to every member.
+    var downbox: EncodedShards?
+    /// `overlap`: contributions to the next round that came before this one ended, kept (their
+    /// frames, uncopied) and replayed when it begins. At most one round's shards per member.
+    var early: [(member: String, header: ShardHeader, frames: [InboundFrame])] = []
     var phase = Phase.gathering
     var ready: [String: TrainingNotice.Ready] = [:]
     var dataIdentity: [String: [UInt8]] = [:]
@@ -71,6 +84,14 @@ final class JobRun {
         let optimizerState: FlatBuffer
         /// Steps completed.
         var step: Int
+        /// θ̃: the parameters as the workers hold them under a lossy downlink (nil with fp32).
+        var replica: FlatBuffer?
+        /// θ − θ̃ of the shard being sent (lossy downlinks): what gets encoded.
+        var difference: FlatBuffer?
+        /// Training time so far (evaluations left out), and at each step that was evaluated.
+        var trainSeconds = 0.0
+        var evaluationDebt = 0.0
+        var trainSecondsAt: [Int: Double] = [:]
 
         init(model: Model, optimizer: Optimizer, optimizerState: FlatBuffer, step: Int) {
             self.model = model
@@ -78,26 +99,40 @@ final class JobRun {
             self.optimizerState = optimizerState
             self.step = step
         }
+
+        /// Starts keeping θ̃ (equal to θ: what a (re)joining worker fetches).
+        func keepReplica() {
+            guard replica == nil else { return }
+            let r = FlatBuffer(count: model.parameterCount)
+            r.baseAddress.update(from: model.parameters.baseAddress, count: model.parameterCount)
+            replica = r
+            difference = FlatBuffer(count: model.parameterCount)
+        }
     }
 
-    init(job: Job.ID, spec: JobSpec, members: [String], state: TrainingState?) {
+    init(job: Job.ID, spec: JobSpec, members: [String], state: TrainingState?, site: [String: TrainingNotice.Site] = [:]) {
         self.job = job
         self.spec = spec
         self.members = members
+        self.site = site
+        uplink = members.filter { site[$0]?.role != .member }
         self.state = state
         shardElements = spec.training.shardSizeKiB * 256 // fp32 elements per shard
-        encoding = spec.training.shardEncoding == .bf16 ? .bf16 : .fp32
+        encoding = ShardEncoding(named: spec.training.shardEncoding.rawValue) ?? .fp32
+        downlink = ShardCodec(ShardEncoding(named: spec.training.downlinkEncoding.rawValue) ?? .fp32, topKFraction: spec.training.topKFraction)
     }
 
     var steps: Int { spec.training.steps }
 
     func assignment(rank: Int) -> TrainingNotice.Assignment {
-        TrainingNotice.Assignment(job: job, spec: "", rank: rank, worldSize: members.count, shardElements: shardElements,
-                                  encoding: spec.training.shardEncoding.rawValue)
+        var a = TrainingNotice.Assignment(job: job, spec: "", rank: rank, worldSize: members.count, shardElements: shardElements,
+                                          encoding: spec.training.shardEncoding.rawValue)
+        a.site = site[members[rank]]
+        return a
     }
 
     /// Whether every member has loaded its data and attached its data connection.
-    var everyoneReady: Bool { members.allSatisfy { ready[$0] != nil && dataIdentity[$0] != nil } }
+    var everyoneReady: Bool { members.allSatisfy { ready[$0] != nil } && uplink.allSatisfy { dataIdentity[$0] != nil } }
 
     /// Builds (or keeps) the authoritative model once every member agrees on it.
     func start() throws {
@@ -119,35 +154,71 @@ final class JobRun {
         }
         let layout = ShardLayout(parameterCount: state!.model.parameterCount, shardElements: shardElements)
         aggregator = StepAggregator(job: UInt64(job), layout: layout, encoding: encoding,
-                                    kind: spec.training.mode == .local ? .delta : .gradient)
-        aggregator!.begin(step: UInt64(state!.step), members: Set(members))
+                                    kind: spec.training.mode == .local ? .delta : .gradient, topKFraction: spec.training.topKFraction)
+        if downlink.encoding != .fp32 {
+            state!.keepReplica()
+            downbox = EncodedShards(codec: downlink, parameterCount: layout.parameterCount, shardElements: shardElements)
+        }
+        aggregator!.begin(step: UInt64(state!.step), members: Set(uplink))
         phase = state!.step >= steps ? .finishing : .training
         stepStartedAt = Date()
     }
 
-    /// Sends parameter shard k, the parameters for computing step `step`, to every member,
-    /// zero-copy from the parameter buffer. Safe because members are fixed for a run: shard k
-    /// changes again only when every member sent its next gradient, which each does only after
-    /// it received all of these.
+    /// Sends parameter shard k, the parameters for computing step `step`, to every member:
+    /// the shard itself (fp32), or under a lossy downlink θ − θ̃ encoded, which is then added to
+    /// θ̃ exactly as the workers add it. Zero-copy from the parameter buffer (or the encoded
+    /// slot). Safe because members are fixed for a run: shard k changes again only when every
+    /// member sent its next contribution, which each does only after it received all of these.
     func sendParameters(shard k: Int, forStep step: Int, on tcp: Socket, ipc: Socket?) throws {
         guard let state, let aggregator else { return }
         let range = aggregator.layout.range(k)
-        let header = ShardHeader(job: UInt64(job), step: UInt64(step), kind: .parameters, encoding: .fp32, shard: UInt32(k),
-                                 shardCount: UInt32(aggregator.layout.shardCount), elementOffset: UInt64(range.lowerBound),
-                                 elementCount: UInt32(range.count), sampleCount: 0)
-        let envelope = Message.shard(header).encode()
         let params = state.model.parameters
-        let payload = UnsafeRawBufferPointer(start: params.baseAddress + range.lowerBound, count: range.count * 4)
-        for member in members {
+        let payload: UnsafeRawBufferPointer, owner: any AnyObject & Sendable, kind: ShardKind
+        if let downbox, let replica = state.replica, let difference = state.difference {
+            let d = difference.baseAddress, p = params.baseAddress, r = replica.baseAddress
+            for i in range { d[i] = p[i] - r[i] }
+            payload = downbox.encode(shard: k, of: d)
+            downlink.add(payload, count: range.count, into: r + range.lowerBound)
+            (owner, kind) = (downbox, .delta)
+        } else {
+            payload = UnsafeRawBufferPointer(start: params.baseAddress + range.lowerBound, count: range.count * 4)
+            (owner, kind) = (params, .parameters)
+        }
+        let header = ShardHeader(job: UInt64(job), step: UInt64(step), kind: kind, encoding: kind == .delta ? downlink.encoding : .fp32,
+                                 shard: UInt32(k), shardCount: UInt32(aggregator.layout.shardCount),
+                                 elementOffset: UInt64(range.lowerBound), elementCount: UInt32(range.count), sampleCount: 0)
+        send(header, payload, owner: owner, on: tcp, ipc: ipc)
+    }
+
+    /// A run's start: every member fetches the whole of θ̃ (θ under an fp32 downlink).
+    func sendStartParameters(forStep step: Int, on tcp: Socket, ipc: Socket?) throws {
+        guard let state, let aggregator else { return }
+        let source = state.replica ?? state.model.parameters
+        for k in 0..<aggregator.layout.shardCount {
+            let range = aggregator.layout.range(k)
+            let header = ShardHeader(job: UInt64(job), step: UInt64(step), kind: .parameters, encoding: .fp32, shard: UInt32(k),
+                                     shardCount: UInt32(aggregator.layout.shardCount), elementOffset: UInt64(range.lowerBound),
+                                     elementCount: UInt32(range.count), sampleCount: 0)
+            send(header, UnsafeRawBufferPointer(start: source.baseAddress + range.lowerBound, count: range.count * 4), owner: source, on: tcp, ipc: ipc)
+        }
+    }
+
+    private func send(_ header: ShardHeader, _ payload: UnsafeRawBufferPointer, owner: any AnyObject & Sendable, on tcp: Socket, ipc: Socket?) {
+        let envelope = Message.shard(header).encode()
+        for member in uplink {
             guard let identity = dataIdentity[member] else { continue }
             let socket = dataOverIPC[member] == true ? (ipc ?? tcp) : tcp
-            if lagging.contains(member) {
-                try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
-            } else {
-                try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: params)])
+            do {
+                if lagging.contains(member) {
+                    try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
+                } else {
+                    try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: owner)])
+                }
+            } catch {
+                continue // a member that vanished: its heartbeats lapse and the run restarts without it
             }
-            bytesOut += payload.count
-            memberBytesOut[member, default: 0] += payload.count
+            bytesOut += payload.count + envelope.count
+            memberBytesOut[member, default: 0] += payload.count + envelope.count
         }
     }
 
