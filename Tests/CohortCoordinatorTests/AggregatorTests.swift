@@ -131,3 +131,67 @@ struct AggregatorTests {
         #expect(BFloat16.encode(.nan) & 0x7FC0 == 0x7FC0)
     }
 }
+
+/// fp16, int8 and top-k contributions: decoded and fused into the same sample-weighted mean of
+/// what the members' encodings carry; a payload that does not decode is refused, never applied.
+struct DecodingAggregatorTests {
+    let layout = ShardLayout(parameterCount: 5_003, shardElements: 1024)
+
+    func encoded(_ codec: ShardCodec, _ values: ArraySlice<Float>) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: codec.maxPayloadBytes(elements: values.count))
+        let n = values.withContiguousStorageIfAvailable { v in
+            out.withUnsafeMutableBytes { codec.encode(v.baseAddress!, count: v.count, into: $0.baseAddress!) }
+        }!
+        return Array(out[..<n])
+    }
+
+    @Test(arguments: [ShardEncoding.fp16, .int8, .topk])
+    func theResultIsTheWeightedMeanOfWhatTheEncodingsCarry(encoding: ShardEncoding) {
+        let codec = ShardCodec(encoding, topKFraction: 0.1)
+        var rng = SeededGenerator(seed: 41)
+        let names = ["a", "b", "c"]
+        let samples: [UInt32] = [5, 17, 42]
+        let agg = StepAggregator(job: 1, layout: layout, encoding: encoding, topKFraction: 0.1)
+        agg.begin(step: 3, members: Set(names))
+        var expected = [Double](repeating: 0, count: layout.parameterCount)
+        var completed = 0
+        for (m, name) in names.enumerated() {
+            let g = (0..<layout.parameterCount).map { _ in Float.random(in: -2...2, using: &rng) }
+            for k in 0..<layout.shardCount {
+                let r = layout.range(k)
+                let payload = encoded(codec, g[r])
+                var decoded = [Float](repeating: 0, count: r.count)
+                payload.withUnsafeBytes { p in decoded.withUnsafeMutableBufferPointer { codec.decode(p, count: r.count, into: $0.baseAddress!) } }
+                for i in r { expected[i] += Double(decoded[i - r.lowerBound]) * Double(samples[m]) / 64 }
+                let h = ShardHeader(job: 1, step: 3, kind: .gradient, encoding: encoding, shard: UInt32(k), shardCount: UInt32(layout.shardCount),
+                                    elementOffset: UInt64(r.lowerBound), elementCount: UInt32(r.count), sampleCount: samples[m])
+                let frame = Frame(payload)
+                let outcome = frame.bytes.withUnsafeBytes { agg.contribute(from: name, header: h, payload: $0, owner: frame) }
+                if case .success(.complete) = outcome { completed += 1 }
+                if case let .failure(reason) = outcome { Issue.record("refused: \(reason)") }
+            }
+        }
+        #expect(completed == layout.shardCount)
+        var worst = 0.0
+        for (i, e) in expected.enumerated() { worst = max(worst, abs(Double(agg.accumulatorBuffer[i]) - e)) }
+        #expect(worst < 1e-5, "worst difference from the weighted mean of the decoded values: \(worst)")
+    }
+
+    @Test func anInt8ShardWithANaNScaleIsRefusedAndLeavesTheStepOpen() {
+        let codec = ShardCodec(.int8)
+        let agg = StepAggregator(job: 1, layout: layout, encoding: .int8)
+        agg.begin(step: 0, members: ["a"])
+        var payload = encoded(codec, ArraySlice([Float](repeating: 0.5, count: 1024)))
+        payload.replaceSubrange(0..<4, with: withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { Array($0) })
+        let h = ShardHeader(job: 1, step: 0, kind: .gradient, encoding: .int8, shard: 0, shardCount: UInt32(layout.shardCount),
+                            elementOffset: 0, elementCount: 1024, sampleCount: 8)
+        let frame = Frame(payload)
+        let outcome = frame.bytes.withUnsafeBytes { agg.contribute(from: "a", header: h, payload: $0, owner: frame) }
+        guard case let .failure(.malformed(shard, reason)) = outcome else {
+            Issue.record("expected a refusal, got \(outcome)")
+            return
+        }
+        #expect(shard == 0 && reason.contains("NaN"), "\(reason)")
+        #expect(!agg.isComplete(shard: 0))
+    }
+}
