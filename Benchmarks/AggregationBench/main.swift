@@ -39,7 +39,9 @@ struct AdmitAll: Authenticator { func authenticate(_ r: ZAPRequest) -> ZAPDecisi
 final class Box<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
 
 /// Milliseconds per round (median after one warm-up round).
-func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, curve: Bool) throws -> Double {
+/// `downlink`: bf16 sends θ − θ̃ encoded (the coordinator's replica θ̃ gets the same decoded
+/// difference the workers add), as `training.downlink-encoding: bf16` does.
+func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, curve: Bool, downlink: ShardEncoding = .fp32) throws -> Double {
     let layout = ShardLayout(parameterCount: elements, shardElements: 1 << 18)
     let serverKeys = try CurveKeyPair.generate()
     let endpoint = Box("")
@@ -64,6 +66,10 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
             let sgd = Optimizer.sgd(.init(momentum: 0.9))
             let aggregator = StepAggregator(job: 1, layout: layout, encoding: encoding)
             let accumulatorOwner = Retained(aggregator)
+            let lossyDown = downlink != .fp32
+            let codec = ShardCodec(downlink)
+            let replica = FlatBuffer(count: lossyDown ? elements : 0), difference = FlatBuffer(count: lossyDown ? elements : 0)
+            let downbox = lossyDown ? EncodedShards(codec: codec, parameterCount: elements, shardElements: layout.shardElements) : nil
             var identities: [String: [UInt8]] = [:]
             for step in 0..<total {
                 aggregator.begin(step: UInt64(step), members: Set((0..<workers).map { "w\($0)" }))
@@ -86,10 +92,19 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         sgd.step(range: r, parameters: params.buffer, gradients: aggregator.accumulatorBuffer, state: state.buffer,
                                  learningRate: 0.01, t: step + 1)
                     }
-                    let out = ShardHeader(job: 1, step: UInt64(step + 1), kind: .parameters, encoding: .fp32, shard: UInt32(k),
+                    let out = ShardHeader(job: 1, step: UInt64(step + 1), kind: lossyDown ? .delta : .parameters, encoding: downlink, shard: UInt32(k),
                                           shardCount: UInt32(layout.shardCount), elementOffset: UInt64(r.lowerBound),
                                           elementCount: UInt32(r.count), sampleCount: 0)
                     let envelope = Message.shard(out).encode()
+                    if let downbox {
+                        let source = meanOnly ? UnsafePointer(aggregator.accumulatorBuffer.baseAddress!) : UnsafePointer(params.baseAddress)
+                        let d = difference.baseAddress, t = replica.baseAddress
+                        for i in r { d[i] = source[i] - t[i] }
+                        let payload = downbox.encode(shard: k, of: d)
+                        codec.add(payload, count: r.count, into: t + r.lowerBound)
+                        for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: downbox)]) }
+                        continue
+                    }
                     let source = meanOnly ? UnsafeRawPointer(aggregator.accumulatorBuffer.baseAddress!) : UnsafeRawPointer(params.baseAddress)
                     let payload = UnsafeRawBufferPointer(start: source + r.lowerBound * 4, count: r.count * 4)
                     for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: meanOnly ? accumulatorOwner : params)]) }
@@ -134,8 +149,12 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                     while got < layout.shardCount {
                         let frames = try socket.receive()
                         guard case let .shard(h) = try Message.decode(frames[0].unsafeBytes) else { continue }
-                        frames[1].withUnsafeBytes { src in
-                            UnsafeMutableRawPointer(params.baseAddress + Int(h.elementOffset)).copyMemory(from: src.baseAddress!, byteCount: src.count)
+                        if h.kind == .delta {
+                            ShardCodec(h.encoding).add(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset))
+                        } else {
+                            frames[1].withUnsafeBytes { src in
+                                UnsafeMutableRawPointer(params.baseAddress + Int(h.elementOffset)).copyMemory(from: src.baseAddress!, byteCount: src.count)
+                            }
                         }
                         got += 1
                     }
@@ -177,21 +196,23 @@ func label(_ n: Int) -> String { "\(n >> 20)M" }
 print("Cohort aggregation round (send gradient, receive " + (meanOnly ? "the mean gradient: no optimizer, what all_reduce does" : "new parameters: fused mean + SGD momentum step per shard") + "), ms, median of \(rounds); 1 MiB shards; hub + workers on one 2-core host")
 print(glooNote.isEmpty ? "gloo = torch.distributed all_reduce (Benchmarks/gloo_allreduce.py), same sizes, same run" : "gloo: \(glooNote)")
 print("")
-print("params | workers | tcp fp32 | tcp bf16 | ipc fp32 | tcp fp32 CURVE | gloo  | tcp fp32/gloo | ipc fp32/gloo | tcp bf16/gloo")
-print("-------|---------|----------|----------|----------|----------------|-------|---------------|---------------|--------------")
+print("tcp bf16: bf16 up, fp32 parameters down; bf16⇅: bf16 both ways (θ − θ̃ down, training.downlink-encoding: bf16)")
+print("params | workers | tcp fp32 | tcp bf16 | tcp bf16⇅ | ipc fp32 | tcp fp32 CURVE | gloo  | tcp fp32/gloo | ipc fp32/gloo | tcp bf16/gloo | bf16⇅/gloo")
+print("-------|---------|----------|----------|-----------|----------|----------------|-------|---------------|---------------|---------------|-----------")
 for n in sizes {
     for w in [2, 3] {
         let tcp = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: false)
         let bf = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false)
+        let bf2 = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, downlink: .bf16)
         let ipc = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false)
         let cur = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true)
         let g = gloo["\(n)/\(w)"]
         func ratio(_ x: Double) -> String { g.map { String(format: "%.2f×", x / $0) } ?? "-" }
         func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
         print(label(n).padding(toLength: 6, withPad: " ", startingAt: 0)
-              + String(format: " | %7d | %8.1f | %8.1f | %8.1f | %14.1f | ", w, tcp, bf, ipc, cur)
+              + String(format: " | %7d | %8.1f | %8.1f | %9.1f | %8.1f | %14.1f | ", w, tcp, bf, bf2, ipc, cur)
               + pad(g.map { String(format: "%.1f", $0) } ?? "-", 5) + " | " + pad(ratio(tcp), 13) + " | " + pad(ratio(ipc), 13)
-              + " | " + pad(ratio(bf), 12))
+              + " | " + pad(ratio(bf), 13) + " | " + pad(ratio(bf2), 10))
     }
 }
 print("plaintext rows are plaintext (no CURVE); the CURVE column encrypts every byte")

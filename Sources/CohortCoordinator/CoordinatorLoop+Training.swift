@@ -62,6 +62,8 @@ extension CoordinatorLoop {
     /// so that the job's next run continues from it; tells the members to drop it.
     func endRun(_ id: Job.ID, reason: String, keepState: Bool = true) {
         guard let run = runs.removeValue(forKey: id) else { return }
+        if endedRuns.count > 10_000 { endedRuns.removeAll() }
+        endedRuns.insert(id)
         if keepState, let state = run.state { suspended[id] = state }
         for member in run.members { sendNotice(to: member, kind: NoticeKind.release, TrainingNotice.Release(job: id, reason: reason)) }
     }
@@ -145,6 +147,9 @@ extension CoordinatorLoop {
             try beginIfReady(run)
         case let .shard(header):
             guard let run = runs[Job.ID(header.job)], run.aggregator != nil, run.phase == .training else {
+                // Frames still on the wire when a run ends (cancelled, completed, restarted) are
+                // expected: dropped quietly. Anything else is refused and recorded.
+                if endedRuns.contains(Job.ID(header.job)) || runs[Job.ID(header.job)] != nil { return }
                 return rejectShard(nil, member, "no step of job \(header.job) is in progress")
             }
             try contribute(run, member, header, frames)

@@ -51,6 +51,8 @@ final class CoordinatorLoop {
     /// Running jobs' runs, and the training state of jobs between runs.
     var runs: [Job.ID: JobRun] = [:]
     var suspended: [Job.ID: JobRun.TrainingState] = [:]
+    /// Jobs whose run ended in this process: their late shards are dropped without an event.
+    var endedRuns: Set<Job.ID> = []
     var rejectionLogged: Set<String> = []
     var lastProgressWrite: [Job.ID: Int] = [:]
     var lastProgressAt = Date()

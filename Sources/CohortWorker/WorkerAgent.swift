@@ -52,8 +52,12 @@ public final class WorkerAgent {
     /// The ipc data endpoint and session id the coordinator offered (this host only).
     var ipc: (endpoint: String, session: [UInt8])?
     var current: ActiveJob?
-    /// Bytes this worker sent (every frame, envelopes included) since it took its current job.
+    /// Bytes this worker sent (every frame, envelopes included) for its current job (kept when
+    /// the same job is assigned again after a restart).
     var bytesSent = 0
+    var bytesSentJob: Int64?
+    /// Set by `run`: SIGTERM, also checked between inner steps.
+    var stopRequested: () -> Bool = { false }
     /// The site endpoint (CURVE, admitting only the current job's site members) and its ZAP
     /// handler, when started with `--site-listen`.
     let site: Socket?
@@ -165,7 +169,8 @@ public final class WorkerAgent {
     }
 
     /// Serves until `shouldStop` turns true.
-    public func run(shouldStop: () -> Bool) {
+    public func run(shouldStop: @escaping () -> Bool) {
+        stopRequested = shouldStop
         logger.info("worker started", metadata: ["coordinator": "\(settings.address)", "name": "\(settings.name)",
                                                  "openblas.core": "\(ComputeThreads.openBLASCoreName)", "threads": "\(settings.threads)"])
         register()
@@ -328,7 +333,8 @@ public final class WorkerAgent {
         }
         let job = ActiveJob(assignment: a, spec: spec, model: model, train: train, test: test, sampler: sampler, data: data)
         current = job
-        bytesSent = 0
+        if bytesSentJob != a.job { bytesSent = 0 }
+        bytesSentJob = a.job
         try send(data, [.bytes(Message.notice(try Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job))).encode())])
         let modelJSON = String(decoding: try JSONEncoder().encode(description), as: UTF8.self)
         let ready = TrainingNotice.Ready(job: a.job, model: modelJSON, parameterCount: model.parameterCount,
@@ -356,7 +362,10 @@ public final class WorkerAgent {
     }
 
     private func drainData(_ job: ActiveJob) {
-        while current === job, let frames = try? job.data.receive(dontWait: true) {
+        while current === job, !stopRequested(), let frames = try? job.data.receive(dontWait: true) {
+            // With `overlap` the next parameters are already here when a round ends, so this loop
+            // may run for a long time: keep beating.
+            if Date() >= nextHeartbeat { heartbeat() }
             guard let message = decode(frames) else { continue }
             switch message {
             case let .shard(h) where (h.kind == .parameters || h.kind == .delta) && h.job == UInt64(job.assignment.job):
@@ -431,6 +440,10 @@ public final class WorkerAgent {
                 scale = GradientClipping.scale(norm: GradientClipping.norm(UnsafeBufferPointer(job.model.gradients.buffer)), maxNorm: maxNorm)
             }
             job.innerSteps += 1
+            // A round can take longer than the coordinator's heartbeat window: beat between steps;
+            // SIGTERM abandons the round.
+            if Date() >= nextHeartbeat { heartbeat() }
+            if stopRequested() { throw RoundAbandoned() }
             inner.optimizer.step(parameters: params, gradients: job.model.gradients, state: inner.state,
                                  learningRate: spec.schedule.learningRate(step: s, totalSteps: spec.training.steps, lr: spec.optimizer.lr),
                                  t: job.innerSteps, gradientScale: scale)
@@ -488,6 +501,8 @@ public final class WorkerAgent {
                 try sendContribution(job, step: round, from: job.delta!.baseAddress, samples: samples, zeroCopyOwner: nil)
                 job.lastSent = round
             }
+        } catch is RoundAbandoned {
+            logger.info("round abandoned: stopping", metadata: ["job.id": "\(a.job)", "step": "\(step)"])
         } catch {
             logger.error("step failed", metadata: ["job.id": "\(a.job)", "step": "\(step)", "error": "\(error)"])
         }
@@ -601,3 +616,6 @@ public final class WorkerAgent {
         }
     }
 }
+
+/// SIGTERM arrived during a local round: it is dropped (the coordinator redoes it without us).
+struct RoundAbandoned: Error {}
