@@ -337,6 +337,9 @@ public enum NoticeKind {
     public static let goodbye = "goodbye"
     /// coordinator → worker (control): drop the job. Body `Release`.
     public static let release = "release"
+    /// coordinator → worker (data): start at a step from the parameters the worker already holds
+    /// (its own initialisation matched θ̃). Body `Start`.
+    public static let start = "start"
 }
 
 public enum TrainingNotice {
@@ -378,6 +381,15 @@ public enum TrainingNotice {
         }
     }
 
+    public struct Start: Sendable, Hashable, Codable {
+        public var job: Int64
+        public var step: Int
+        public init(job: Int64, step: Int) {
+            self.job = job
+            self.step = step
+        }
+    }
+
     public struct Ready: Sendable, Hashable, Codable {
         public var job: Int64
         /// The model the worker built from the spec and its dataset, as JSON.
@@ -385,6 +397,9 @@ public enum TrainingNotice {
         public var parameterCount: Int
         public var trainExamples: Int
         public var contentHash: String?
+        /// SHA-256 of the worker's parameters as it built them from the spec's seed: when every
+        /// member's equals the coordinator's θ̃, the run starts with `start` instead of shipping them.
+        public var parametersDigest: String?
         public init(job: Int64, model: String, parameterCount: Int, trainExamples: Int, contentHash: String?) {
             self.job = job
             self.model = model

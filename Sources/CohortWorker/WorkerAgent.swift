@@ -337,8 +337,10 @@ public final class WorkerAgent {
         bytesSentJob = a.job
         try send(data, [.bytes(Message.notice(try Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job))).encode())])
         let modelJSON = String(decoding: try JSONEncoder().encode(description), as: UTF8.self)
-        let ready = TrainingNotice.Ready(job: a.job, model: modelJSON, parameterCount: model.parameterCount,
+        var ready = TrainingNotice.Ready(job: a.job, model: modelJSON, parameterCount: model.parameterCount,
                                          trainExamples: train.count, contentHash: manifest.contentHash)
+        ready.parametersDigest = model.parameters.digest
+        if job.inner != nil { job.replica.baseAddress.update(from: model.parameters.baseAddress, count: model.parameterCount) }
         if let role = a.site, role.role == .delegate, !role.members.isEmpty {
             job.pendingReady = ready // once the site's members have attached
         } else {
@@ -405,6 +407,14 @@ public final class WorkerAgent {
                 if job.received == job.shardCount { stepParametersArrived(job, step: step) }
             case let .notice(n) where n.kind == NoticeKind.attach:
                 job.siteAcknowledged = true
+            case let .notice(n) where n.kind == NoticeKind.start:
+                // Our own initialisation is θ̃: start from it (and tell the site's members so).
+                guard let start = try? n.decodeBody(as: TrainingNotice.Start.self), start.job == job.assignment.job else { continue }
+                if job.reducer != nil {
+                    for identity in job.siteIdentity.values { try? send(site!, [.bytes(identity), .bytes(frames[0].bytes)]) }
+                }
+                job.receivedStep = start.step
+                stepParametersArrived(job, step: start.step)
             case let .error(e):
                 logger.warning("the coordinator refused a shard", metadata: ["reason": "\(e.message)"])
             default:

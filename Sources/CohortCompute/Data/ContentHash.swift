@@ -65,3 +65,13 @@ public enum ContentHash {
         }
     }
 }
+
+extension FlatBuffer {
+    /// SHA-256 (hex) of the buffer's bytes: two replicas with the same digest hold the same
+    /// parameters bit for bit (a run starts without shipping them when the workers' match).
+    public var digest: String {
+        var hasher = SHA256()
+        hasher.update(UnsafeRawBufferPointer(start: baseAddress, count: count * MemoryLayout<Float>.stride))
+        return SHA256.hex(hasher.finish())
+    }
+}

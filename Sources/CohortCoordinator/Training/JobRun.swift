@@ -190,10 +190,24 @@ final class JobRun {
         send(header, payload, owner: owner, on: tcp, ipc: ipc)
     }
 
-    /// A run's start: every member fetches the whole of θ̃ (θ under an fp32 downlink).
+    /// A run's start: every member fetches the whole of θ̃ (θ under an fp32 downlink), unless
+    /// every member already holds it (their own initialisation from the spec's seed, checked by
+    /// digest): then a `start` notice, and the first round does not wait for a megabyte of
+    /// parameters through a TCP connection still in slow start.
     func sendStartParameters(forStep step: Int, on tcp: Socket, ipc: Socket?) throws {
         guard let state, let aggregator else { return }
         let source = state.replica ?? state.model.parameters
+        let digest = source.digest
+        if members.allSatisfy({ ready[$0]?.parametersDigest == digest }),
+           let notice = try? Notice(kind: NoticeKind.start, json: TrainingNotice.Start(job: job, step: step)) {
+            let bytes = Message.notice(notice).encode()
+            for member in uplink {
+                guard let identity = dataIdentity[member] else { continue }
+                let socket = dataOverIPC[member] == true ? (ipc ?? tcp) : tcp
+                try? socket.send([.bytes(identity), .bytes(bytes)])
+            }
+            return
+        }
         for k in 0..<aggregator.layout.shardCount {
             let range = aggregator.layout.range(k)
             let header = ShardHeader(job: UInt64(job), step: UInt64(step), kind: .parameters, encoding: .fp32, shard: UInt32(k),
