@@ -62,22 +62,24 @@ struct SlowLinkTrainingTests {
         withExtendedLifetime(workers) {}
     }
 
-    /// int8 both ways with error feedback, H = 10 DiLoCo with overlap: it learns digits, and
-    /// the uplink carries about a quarter of fp32's bytes.
+    /// int8 both ways with error feedback, H = 10 DiLoCo with overlap (120 rounds): it learns digits, and
+    /// the uplink carries about a quarter of fp32's bytes. Outer momentum 0.5: with the update one
+    /// round late, 0.9 oscillates (0.90–0.97 over runs here, against 0.95–0.98 with 0.5).
     @Test func int8BothWaysWithOverlapLearnsDigits() async throws {
         let c = try CoordinatorProcess()
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let workers = try await d.startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
-        let id = try await d.submit(c, Self.digits("mode: local, local-steps: 10, shard-encoding: int8, downlink-encoding: int8, overlap: true",
-                                                   steps: 600, evalEvery: 300))
+        let id = try await d.submit(c, Self.digits("mode: local, local-steps: 10, shard-encoding: int8, downlink-encoding: int8, overlap: true, outer-optimizer: {kind: nesterov, lr: 0.7, momentum: 0.5}",
+                                                   steps: 1200, evalEvery: 600))
         let job = try await d.waitForJob(c, id, until: ["completed", "failed"])
         #expect(job.state == "completed", "\(job.reason ?? "")")
         let reader = try CohortStoreReader(c.dataDir)
         let accuracy = try #require(try reader.metric(job: id, "test_accuracy"))
         #expect(accuracy >= 0.9, "test accuracy \(accuracy)")
+        print("int8 both ways + overlap, digits: test accuracy \(accuracy)")
         let parameters = 64 * 128 + 128 + 128 * 10 + 10
         let bytesIn = try #require(try reader.metric(job: id, "bytes_in"))
-        let fp32 = Double((4 * parameters + shardEnvelopeBytes) * 2 * 60)
+        let fp32 = Double((4 * parameters + shardEnvelopeBytes) * 2 * 120)
         #expect(bytesIn > 0.2 * fp32 && bytesIn < 0.3 * fp32, "int8 uplink: \(bytesIn) bytes against fp32's \(fp32)")
         let sent = try #require(try reader.metric(job: id, "bytes_sent_per_worker"))
         #expect(sent >= bytesIn / 2, "a worker's own count (every frame) covers what the coordinator received from it")
