@@ -56,7 +56,7 @@ HUB_NS = "cohort-hub"
 HUB_ADDR = "10.77.0.1"
 SITES = ["site1", "site2", "site3"]
 GOAL = 0.85
-QUICK_SPECS = ["1-sync-fp32.yaml", "3-local-h50-fp32.yaml", "6-best.yaml"]
+QUICK_SPECS = ["1-sync-fp32.yaml", "3-local-h50-fp32.yaml", "5-best-local-h50-int8-overlap.yaml"]
 
 # Measured earlier with PyTorch 2.13 + gloo, 3 ranks, on the same emulated links.
 REFERENCE = [
