@@ -313,9 +313,7 @@ extension CoordinatorLoop {
     private func metricsArrived(_ run: JobRun, step: Int) throws {
         // Members that missed the last deadline are not waited for (they may never answer).
         // (A site member is behind its delegate: it keeps up when the delegate does.)
-        let required = run.members.filter { m in
-            !run.lagging.contains(m) && !(run.site[m]?.role == .member && run.uplink.contains { run.lagging.contains($0) && run.site[$0]?.endpoint == run.site[m]?.endpoint })
-        }
+        let required = run.members.filter { !run.lagging.contains(run.uplinkMember(of: $0)) }
         guard let reports = run.metrics[step], !reports.isEmpty, required.allSatisfy({ reports[$0] != nil }) else { return }
         let count = reports.values.reduce(0) { $0 + $1.count }
         let lossSum = reports.values.reduce(0) { $0 + $1.lossSum }

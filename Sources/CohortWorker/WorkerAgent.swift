@@ -90,9 +90,8 @@ public final class WorkerAgent {
         let replica: FlatBuffer
         /// `local` mode: the parameters at the start of the round, then the round's delta.
         let delta: FlatBuffer?
-        /// `reduction: institution`: this worker's part, and as the delegate, the site members'
-        /// data connections (by name) and the sum of the site's rounds.
-        let siteRole: TrainingNotice.Site?
+        /// `reduction: institution` (this worker's part is `assignment.site`): as the delegate,
+        /// the site members' data connections (by name) and the sum of the site's rounds.
         var siteIdentity: [String: [UInt8]] = [:]
         let reducer: SiteReducer?
         /// The delegate says it is ready once every site member has attached.
@@ -108,9 +107,11 @@ public final class WorkerAgent {
         var received = 0
         var shardCount = 0
 
+        /// The slot round `step` goes out from (alternating under `overlap`).
+        func outbox(for step: Int) -> EncodedShards { outbox[(step / spec.stepsPerRound) % outbox.count] }
+
         init(assignment: TrainingNotice.Assignment, spec: JobSpec, model: Model, train: Dataset, test: Dataset, sampler: Sampler, data: Socket) {
             let t = spec.training
-            siteRole = assignment.site
             // A site member sends to its delegate over the site's network: fp32, nothing lost.
             let upEncoding = assignment.site?.role == .member ? .fp32 : ShardEncoding(named: t.shardEncoding.rawValue) ?? .fp32
             uplink = ShardCodec(upEncoding, topKFraction: t.topKFraction)
@@ -185,16 +186,14 @@ public final class WorkerAgent {
             if let job, ready.contains(1) { drainData(job) }
             if let site, ready.contains(job == nil ? 1 : 2) { drainSite(site) }
             if Date() >= nextHeartbeat { heartbeat() }
-            if let job = current, let role = job.siteRole, role.role == .member, !job.siteAcknowledged,
+            if let job = current, let role = job.assignment.site, role.role == .member, !job.siteAcknowledged,
                Date().timeIntervalSince(job.attachedAt) > 1 {
                 // The delegate may have refused our first handshake (its allow-list was not set
                 // yet), and libzmq does not always retry: connect again.
                 job.attachedAt = Date()
                 try? job.data.disconnect(role.endpoint)
                 try? job.data.connect(role.endpoint)
-                if let attach = try? Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: job.assignment.job)) {
-                    try? send(job.data, [.bytes(Message.notice(attach).encode())])
-                }
+                try? sendNotice(job.data, NoticeKind.attach, TrainingNotice.Attach(job: job.assignment.job))
             }
         }
         // Say goodbye, so that the coordinator reassigns this worker's part at once instead of
@@ -292,9 +291,13 @@ public final class WorkerAgent {
     /// Loads the job's data and model, opens the data connection and says it is ready.
     private func take(_ a: TrainingNotice.Assignment) throws {
         current = nil
-        // A delegate admits its site's members at once (before loading data), so that their
-        // handshakes find them on the list.
-        if let role = a.site, role.role == .delegate, site != nil { siteAllowList.set(role.members) }
+        if let role = a.site, role.role == .delegate {
+            guard site != nil else {
+                throw TrainingError("this job makes this worker its institution's delegate, but it was started without --site-listen")
+            }
+            // Admitted at once (before loading data), so that the members' handshakes find them.
+            siteAllowList.set(role.members)
+        }
         let spec = try JobSpec.parse(yaml: a.spec, source: "job \(a.job)")
         let manifest = try DatasetManifest.load(dataset: spec.data.dataset, dataRoot: settings.dataRoot)
         let description = try spec.modelDescription(dataset: manifest)
@@ -325,17 +328,11 @@ public final class WorkerAgent {
             try data.makeCurveClient(keys: settings.keys, serverKey: settings.serverKey)
             try data.connect(settings.address.endpoints.data)
         }
-        if let role = a.site, role.role == .delegate {
-            guard site != nil else {
-                throw TrainingError("this job makes this worker its institution's delegate, but it was started without --site-listen")
-            }
-            siteAllowList.set(role.members)
-        }
         let job = ActiveJob(assignment: a, spec: spec, model: model, train: train, test: test, sampler: sampler, data: data)
         current = job
         if bytesSentJob != a.job { bytesSent = 0 }
         bytesSentJob = a.job
-        try send(data, [.bytes(Message.notice(try Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job))).encode())])
+        try sendNotice(data, NoticeKind.attach, TrainingNotice.Attach(job: a.job))
         let modelJSON = String(decoding: try JSONEncoder().encode(description), as: UTF8.self)
         var ready = TrainingNotice.Ready(job: a.job, model: modelJSON, parameterCount: model.parameterCount,
                                          trainExamples: train.count, contentHash: manifest.contentHash)
@@ -344,7 +341,7 @@ public final class WorkerAgent {
         if let role = a.site, role.role == .delegate, !role.members.isEmpty {
             job.pendingReady = ready // once the site's members have attached
         } else {
-            try send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.ready, json: ready)).encode())])
+            try sendNotice(control, NoticeKind.ready, ready)
         }
         let path = a.site.map { $0.role == .member ? "site delegate at \($0.endpoint), CURVE" : "tcp, CURVE; site delegate" }
         logger.info("job taken", metadata: ["job.id": "\(a.job)", "rank": "\(a.rank)", "world": "\(a.worldSize)",
@@ -484,7 +481,7 @@ public final class WorkerAgent {
                 var m = TrainingNotice.Metrics(job: a.job, step: step, lossSum: e.lossSum, correct: e.correct, count: e.count)
                 m.evalSeconds = Date().timeIntervalSince(started)
                 m.bytesSent = bytesSent
-                try send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.metrics, json: m)).encode())])
+                try sendNotice(control, NoticeKind.metrics, m)
             }
             guard job.inner != nil else {
                 guard step < spec.training.steps else { return }
@@ -520,7 +517,7 @@ public final class WorkerAgent {
 
     private func progress(_ job: ActiveJob, step: Int, loss: Float, samples: Int) throws {
         let p = TrainingNotice.Progress(job: job.assignment.job, step: step, loss: Double(loss), samples: samples, rttMs: rttMs)
-        try send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.progress, json: p)).encode())])
+        try sendNotice(control, NoticeKind.progress, p)
     }
 
     /// Sends the flat buffer at `source` as this round's contribution, shard by shard: fp32
@@ -529,8 +526,7 @@ public final class WorkerAgent {
     /// overlaps the sends.
     private func sendContribution(_ job: ActiveJob, step: Int, from source: UnsafeMutablePointer<Float>, samples: Int,
                                   zeroCopyOwner: (any AnyObject & Sendable)?) throws {
-        let a = job.assignment
-        let outbox = job.outbox[(step / job.spec.stepsPerRound) % job.outbox.count]
+        let outbox = job.outbox(for: step)
         if let reducer = job.reducer {
             // The delegate's own part joins the site's sum; complete shards go on to the coordinator.
             for k in 0..<reducer.shardCount {
@@ -544,9 +540,7 @@ public final class WorkerAgent {
         }
         for k in 0..<outbox.shardCount {
             let range = outbox.range(k)
-            let header = ShardHeader(job: UInt64(a.job), step: UInt64(step), kind: job.inner == nil ? .gradient : .delta,
-                                     encoding: job.uplink.encoding, shard: UInt32(k), shardCount: UInt32(outbox.shardCount),
-                                     elementOffset: UInt64(range.lowerBound), elementCount: UInt32(range.count), sampleCount: UInt32(samples))
+            let header = contributionHeader(job, step: step, shard: k, of: outbox, samples: samples)
             let payload: OutboundFrame
             if job.uplink.encoding == .fp32, let owner = zeroCopyOwner {
                 payload = .zeroCopy(UnsafeRawBufferPointer(start: source + range.lowerBound, count: range.count * 4), owner: owner)
@@ -557,15 +551,20 @@ public final class WorkerAgent {
         }
     }
 
+    /// The header of shard k of this worker's (or, as a delegate, its site's) contribution.
+    private func contributionHeader(_ job: ActiveJob, step: Int, shard k: Int, of layout: EncodedShards, samples: Int) -> ShardHeader {
+        let r = layout.range(k)
+        return ShardHeader(job: UInt64(job.assignment.job), step: UInt64(step), kind: job.inner == nil ? .gradient : .delta,
+                           encoding: job.uplink.encoding, shard: UInt32(k), shardCount: UInt32(layout.shardCount),
+                           elementOffset: UInt64(r.lowerBound), elementCount: UInt32(r.count), sampleCount: UInt32(samples))
+    }
+
     /// The delegate: shard k of the site's round `step` is complete; it goes to the coordinator
     /// as one contribution of the site's samples, encoded as the job says (error feedback on).
     private func sendSiteShard(_ job: ActiveJob, step: Int, shard k: Int) throws {
         guard let reducer = job.reducer, let (flat, samples) = reducer.mean(step: step, shard: k) else { return }
-        let outbox = job.outbox[(step / job.spec.stepsPerRound) % job.outbox.count]
-        let r = reducer.range(k)
-        let header = ShardHeader(job: UInt64(job.assignment.job), step: UInt64(step), kind: job.inner == nil ? .gradient : .delta,
-                                 encoding: job.uplink.encoding, shard: UInt32(k), shardCount: UInt32(reducer.shardCount),
-                                 elementOffset: UInt64(r.lowerBound), elementCount: UInt32(r.count), sampleCount: UInt32(samples))
+        let outbox = job.outbox(for: step)
+        let header = contributionHeader(job, step: step, shard: k, of: outbox, samples: samples)
         let payload = outbox.encode(shard: k, of: flat, feedback: job.feedback)
         try send(job.data, [.bytes(Message.shard(header).encode()), .zeroCopy(payload, owner: outbox)])
         reducer.sent(step: step)
@@ -593,7 +592,7 @@ public final class WorkerAgent {
                 try? send(site, [.bytes(identity), .bytes(Message.notice(n).encode())])
                 if let ready = job.pendingReady, job.siteIdentity.count == reducer.expected.count - 1 {
                     job.pendingReady = nil
-                    try? send(control, [.bytes(Message.notice(try Notice(kind: NoticeKind.ready, json: ready)).encode())])
+                    try? sendNotice(control, NoticeKind.ready, ready)
                 }
             case let .shard(h) where h.job == UInt64(job.assignment.job) && h.encoding == .fp32 && frames.count == 3:
                 let outcome = withExtendedLifetime(frames) {
@@ -613,6 +612,11 @@ public final class WorkerAgent {
                 logger.warning("unexpected message from a site member", metadata: ["member": "\(name)", "type": "\(message.type)"])
             }
         }
+    }
+
+    /// Sends a notice (kind + JSON body) as one frame, counted.
+    private func sendNotice(_ socket: Socket, _ kind: String, _ body: some Encodable) throws {
+        try send(socket, [.bytes(Message.notice(try Notice(kind: kind, json: body)).encode())])
     }
 
     /// Sends a message, counting its bytes (envelopes included) for the job's report.

@@ -24,6 +24,12 @@ struct WorkerCommand: AsyncParsableCommand {
     var siteListen: String?
 
     func run() async throws {
+        if let siteListen {
+            let parts = siteListen.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, let port = Int(parts[1]), (1...65535).contains(port) else {
+                throw ValidationError("--site-listen must be HOST:PORT (an address inside the site and a port 1–65535), got `\(siteListen)`")
+            }
+        }
         let keyPath = stateDir + "/key"
         if let join {
             let token: JoinToken

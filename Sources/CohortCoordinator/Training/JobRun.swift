@@ -132,6 +132,13 @@ final class JobRun {
     }
 
     /// Whether every member has loaded its data and attached its data connection.
+    /// The member that carries `member`'s contribution to the coordinator: its site's delegate,
+    /// or itself.
+    func uplinkMember(of member: String) -> String {
+        guard let role = site[member], role.role == .member else { return member }
+        return uplink.first { site[$0]?.role == .delegate && site[$0]?.endpoint == role.endpoint } ?? member
+    }
+
     var everyoneReady: Bool { members.allSatisfy { ready[$0] != nil } && uplink.allSatisfy { dataIdentity[$0] != nil } }
 
     /// Builds (or keeps) the authoritative model once every member agrees on it.
@@ -203,8 +210,7 @@ final class JobRun {
             let bytes = Message.notice(notice).encode()
             for member in uplink {
                 guard let identity = dataIdentity[member] else { continue }
-                let socket = dataOverIPC[member] == true ? (ipc ?? tcp) : tcp
-                try? socket.send([.bytes(identity), .bytes(bytes)])
+                try? dataSocket(member, tcp, ipc).send([.bytes(identity), .bytes(bytes)])
             }
             return
         }
@@ -217,11 +223,16 @@ final class JobRun {
         }
     }
 
+    /// The data socket a member attached on (ipc on the coordinator's host, else tcp).
+    private func dataSocket(_ member: String, _ tcp: Socket, _ ipc: Socket?) -> Socket {
+        dataOverIPC[member] == true ? (ipc ?? tcp) : tcp
+    }
+
     private func send(_ header: ShardHeader, _ payload: UnsafeRawBufferPointer, owner: any AnyObject & Sendable, on tcp: Socket, ipc: Socket?) {
         let envelope = Message.shard(header).encode()
         for member in uplink {
             guard let identity = dataIdentity[member] else { continue }
-            let socket = dataOverIPC[member] == true ? (ipc ?? tcp) : tcp
+            let socket = dataSocket(member, tcp, ipc)
             do {
                 if lagging.contains(member) {
                     try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
