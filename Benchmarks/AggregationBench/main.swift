@@ -14,8 +14,12 @@ import Foundation
 
 let args = CommandLine.arguments
 let quick = args.contains("--quick")
-let sizes = quick ? [1 << 20] : [1 << 20, 4 << 20, 16 << 20]
-let rounds = quick ? 5 : 12
+/// `--only SIZE_M[,WORKERS]` (e.g. `--only 16,3`): one size (and worker count), no end-to-end run:
+/// for looking at one row.
+let only: [Int]? = args.firstIndex(of: "--only").flatMap { i in i + 1 < args.count ? args[i + 1].split(separator: ",").compactMap { Int($0) } : nil }
+let sizes = only.map { [$0[0] << 20] } ?? (quick ? [1 << 20] : [1 << 20, 4 << 20, 16 << 20])
+let workerCounts = only.flatMap { $0.count > 1 ? [$0[1]] : nil } ?? [2, 3]
+let rounds = args.firstIndex(of: "--rounds").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil } ?? (quick ? 5 : 12)
 /// `--mean-only`: send the fused mean back instead of stepping an optimizer: what all_reduce does.
 let meanOnly = args.contains("--mean-only")
 
@@ -98,10 +102,8 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                     let envelope = Message.shard(out).encode()
                     if let downbox {
                         let source = meanOnly ? UnsafePointer(aggregator.accumulatorBuffer.baseAddress!) : UnsafePointer(params.baseAddress)
-                        let d = difference.baseAddress, t = replica.baseAddress
-                        for i in r { d[i] = source[i] - t[i] }
-                        let payload = downbox.encode(shard: k, of: d)
-                        codec.add(payload, count: r.count, into: t + r.lowerBound)
+                        let payload = downbox.encodeDifference(shard: k, target: source, replica: replica.baseAddress,
+                                                               scratch: difference.baseAddress)
                         for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: downbox)]) }
                         continue
                     }
@@ -172,6 +174,28 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
     return sorted[sorted.count / 2]
 }
 
+/// `--case tcp|bf16|bf16x|ipc|curve` with `--only SIZE,WORKERS`: that one column, printed alone
+/// (for profiling one configuration; `--rounds N` runs more rounds).
+if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.first, let w = workerCounts.first {
+    let ms: Double
+    var before = rusage(), after = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &before)
+    switch args[i + 1] {
+    case "tcp": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: false)
+    case "bf16": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false)
+    case "bf16x": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, downlink: .bf16)
+    case "ipc": ms = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false)
+    case "curve": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true)
+    default: fatalError("--case is one of tcp, bf16, bf16x, ipc, curve")
+    }
+    getrusage(RUSAGE_SELF.rawValue, &after)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    let user = seconds(after.ru_utime) - seconds(before.ru_utime), system = seconds(after.ru_stime) - seconds(before.ru_stime)
+    print(String(format: "%@ %dM %d workers: %.1f ms; CPU per round %.1f ms user + %.1f ms system", args[i + 1], n >> 20, w, ms,
+                 user * 1000 / Double(rounds + 1), system * 1000 / Double(rounds + 1)))
+    exit(0)
+}
+
 // torch.distributed gloo all_reduce in the same run, when torch is importable.
 let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("gloo_allreduce.py").path
 var gloo: [String: Double] = [:]
@@ -200,7 +224,7 @@ print("tcp bf16: bf16 up, fp32 parameters down; bf16⇅: bf16 both ways (θ − 
 print("params | workers | tcp fp32 | tcp bf16 | tcp bf16⇅ | ipc fp32 | tcp fp32 CURVE | gloo  | tcp fp32/gloo | ipc fp32/gloo | tcp bf16/gloo | bf16⇅/gloo")
 print("-------|---------|----------|----------|-----------|----------|----------------|-------|---------------|---------------|---------------|-----------")
 for n in sizes {
-    for w in [2, 3] {
+    for w in workerCounts {
         let tcp = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: false)
         let bf = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false)
         let bf2 = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, downlink: .bf16)
@@ -292,4 +316,4 @@ func endToEnd() throws {
                  (distributedRate ?? .nan) / (singleRate ?? .nan)))
 }
 
-try endToEnd()
+if only == nil { try endToEnd() }

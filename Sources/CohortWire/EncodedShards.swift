@@ -51,6 +51,18 @@ public final class EncodedShards: @unchecked Sendable { // written by its owner 
         return payload(shard: k)
     }
 
+    /// A lossy downlink's shard k: encodes target − replica (both whole flat buffers) and adds
+    /// the decoded payload onto the replica's shard k, as the receivers will
+    /// (`ShardCodec.encodeDifference`; `scratch` is a flat buffer int8 and topk need).
+    @discardableResult
+    public func encodeDifference(shard k: Int, target: UnsafePointer<Float>, replica: UnsafeMutablePointer<Float>,
+                                 scratch: UnsafeMutablePointer<Float>) -> UnsafeRawBufferPointer {
+        let r = range(k)
+        lengths[k] = codec.encodeDifference(target + r.lowerBound, replica: replica + r.lowerBound, count: r.count,
+                                            scratch: scratch + r.lowerBound, into: base + slotOffsets[k])
+        return payload(shard: k)
+    }
+
     /// Shard k's payload as last encoded.
     public func payload(shard k: Int) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: base + slotOffsets[k], count: lengths[k])

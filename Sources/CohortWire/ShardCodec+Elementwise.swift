@@ -5,11 +5,40 @@ enum Elementwise {
     static func encode(_ encoding: ShardEncoding, _ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
         switch encoding {
         case .fp32:
-            for i in 0..<count { out.storeBytes(of: x[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            for i in 0..<count { out.storeBytes(of: x[i].bitPattern.littleEndian, toByteOffset: 4 &* i, as: UInt32.self) }
         case .bf16:
-            for i in 0..<count { out.storeBytes(of: HalfPrecision.bf16(x[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            for i in 0..<count { out.storeBytes(of: HalfPrecision.bf16(x[i]).littleEndian, toByteOffset: 2 &* i, as: UInt16.self) }
         case .fp16:
-            for i in 0..<count { out.storeBytes(of: HalfPrecision.fp16(x[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            for i in 0..<count { out.storeBytes(of: HalfPrecision.fp16(x[i]).littleEndian, toByteOffset: 2 &* i, as: UInt16.self) }
+        case .int8, .topk:
+            preconditionFailure("\(encoding) is not an element-wise encoding")
+        }
+    }
+
+    /// out = encode(target − replica); replica += decode(out), in one pass (see
+    /// `ShardCodec.encodeDifference`): each element's addition is the one `decode` with the
+    /// `.add` sink does, so both ends of the downlink stay bit-identical.
+    static func encodeDifference(_ encoding: ShardEncoding, _ target: UnsafePointer<Float>, replica r: UnsafeMutablePointer<Float>,
+                                 count: Int, into out: UnsafeMutableRawPointer) {
+        switch encoding {
+        case .fp32:
+            for i in 0..<count {
+                let d = target[i] - r[i]
+                out.storeBytes(of: d.bitPattern.littleEndian, toByteOffset: 4 &* i, as: UInt32.self)
+                r[i] += d
+            }
+        case .bf16:
+            for i in 0..<count {
+                let h = HalfPrecision.bf16(target[i] - r[i])
+                out.storeBytes(of: h.littleEndian, toByteOffset: 2 &* i, as: UInt16.self)
+                r[i] += HalfPrecision.float(bf16: h)
+            }
+        case .fp16:
+            for i in 0..<count {
+                let h = HalfPrecision.fp16(target[i] - r[i])
+                out.storeBytes(of: h.littleEndian, toByteOffset: 2 &* i, as: UInt16.self)
+                r[i] += HalfPrecision.float(fp16: h)
+            }
         case .int8, .topk:
             preconditionFailure("\(encoding) is not an element-wise encoding")
         }
@@ -47,12 +76,12 @@ enum Elementwise {
 
     @inline(__always)
     static func fp32(_ p: UnsafeRawPointer, _ i: Int) -> Float {
-        Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+        Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 &* i, as: UInt32.self)))
     }
 
     @inline(__always)
     static func u16(_ p: UnsafeRawPointer, _ i: Int) -> UInt16 {
-        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 &* i, as: UInt16.self))
     }
 
     /// Round to nearest with an 8-bit significand: half an ulp, or what clamping to the largest

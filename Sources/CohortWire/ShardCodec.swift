@@ -60,6 +60,25 @@ public struct ShardCodec: Sendable, Hashable {
         return maxPayloadBytes(elements: count)
     }
 
+    /// A lossy downlink's step for `count` elements: encodes target − replica into `out` and
+    /// adds what that payload decodes to onto `replica`, bit for bit what `encode` of the
+    /// difference followed by `add` gives (the workers' side). The element-wise encodings do it in
+    /// one pass over the three buffers; int8 and topk go through `scratch` (`count` floats).
+    /// Returns the bytes written.
+    public func encodeDifference(_ target: UnsafePointer<Float>, replica: UnsafeMutablePointer<Float>, count: Int,
+                                 scratch: UnsafeMutablePointer<Float>, into out: UnsafeMutableRawPointer) -> Int {
+        switch encoding {
+        case .fp32, .bf16, .fp16:
+            Elementwise.encodeDifference(encoding, target, replica: replica, count: count, into: out)
+            return maxPayloadBytes(elements: count)
+        case .int8, .topk:
+            for i in 0..<count { scratch[i] = target[i] - replica[i] }
+            let bytes = encode(scratch, count: count, into: out)
+            add(UnsafeRawBufferPointer(start: out, count: bytes), count: count, into: replica)
+            return bytes
+        }
+    }
+
     /// Checks a received payload for `count` elements completely: its length, the topk header
     /// and indices, and that every decoded value is finite (fp32/bf16/fp16 values, int8
     /// scales). The error names the field and the first problem: the element, block or index.

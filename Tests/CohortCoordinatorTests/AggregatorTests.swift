@@ -102,6 +102,39 @@ struct AggregatorTests {
         #expect(send("b", header(small, shard: 0, step: 3, samples: 3), threes) == .failure(.duplicate(member: "b", shard: 0)))
     }
 
+    /// NaN or ∞ from the first, a middle or the last member to arrive (checked alone before
+    /// parking or adding, in the pass itself when it overwrites the accumulator; fp32 and bf16):
+    /// refused, and the sound contributions give the exact mean as if it had never come.
+    @Test(arguments: [ShardEncoding.fp32, .bf16], [1, 2, 3])
+    func aPoisonedContributionIsRefusedWhereverItArrives(encoding: ShardEncoding, memberCount: Int) {
+        let small = ShardLayout(parameterCount: 100, shardElements: 100)
+        let names = (0..<memberCount).map { "m\($0)" }
+        for poisonedIndex in [0, 37, 99] {
+            for bad in [Float.nan, .infinity, -.infinity] { for poisonedMember in 0..<memberCount {
+                let agg = StepAggregator(job: 1, layout: small, encoding: encoding)
+                agg.begin(step: 7, members: Set(names))
+                func send(_ m: Int, _ values: [Float]) -> Result<StepAggregator.Outcome, Rejection> {
+                    let f = Frame(bytes(values[...], encoding))
+                    return f.bytes.withUnsafeBytes { agg.contribute(from: names[m], header: header(small, shard: 0, samples: UInt32(m + 1), encoding: encoding), payload: $0, owner: f) }
+                }
+                var outcomes: [Result<StepAggregator.Outcome, Rejection>] = []
+                for m in 0..<memberCount {
+                    var poisoned = Array(repeating: Float(m + 1), count: 100)
+                    poisoned[poisonedIndex] = bad
+                    // That member's poisoned copy first, then its sound one.
+                    if m == poisonedMember {
+                        #expect(send(m, poisoned) == .failure(.nonFinite(shard: 0, index: poisonedIndex)), "\(encoding) \(memberCount) members, \(bad) at \(poisonedIndex)")
+                    }
+                    outcomes.append(send(m, Array(repeating: Float(m + 1), count: 100)))
+                }
+                #expect(outcomes.last == .success(.complete(shard: 0)))
+                // Σ (m+1)·(m+1) / Σ (m+1)
+                let expected = Float((1...memberCount).reduce(0) { $0 + $1 * $1 }) / Float((1...memberCount).reduce(0, +))
+                #expect(agg.gradient(shard: 0).allSatisfy { abs($0 - expected) < 1e-5 }, "\(encoding) \(memberCount) members: \(Array(agg.gradient(shard: 0)).prefix(3))")
+            } }
+        }
+    }
+
     @Test func atTheDeadlineAShardCompletesWithTheContributionsThatArrived() {
         let small = ShardLayout(parameterCount: 20, shardElements: 20)
         let agg = StepAggregator(job: 1, layout: small, encoding: .fp32)

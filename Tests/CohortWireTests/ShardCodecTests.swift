@@ -246,6 +246,33 @@ struct ShardCodecTests {
         }
     }
 
+    /// The coordinator's one-pass downlink step gives the bytes the plain encoder gives for
+    /// target − replica, and leaves its replica exactly where the workers' `add` leaves theirs.
+    @Test(arguments: ShardEncoding.allCases)
+    func encodeDifferenceIsEncodeThenAddBitForBit(encoding: ShardEncoding) {
+        let codec = ShardCodec(encoding, topKFraction: 0.05)
+        for count in [1, 15, 129, 1000] {
+            let target = Values.mixed.make(count: count, seed: 7)
+            let start = Values.normal.make(count: count, seed: 8)
+            let difference = (0..<count).map { target[$0] - start[$0] }
+            var plain = [UInt8](repeating: 0, count: codec.maxPayloadBytes(elements: count))
+            let plainBytes = plain.withUnsafeMutableBytes { codec.encode(difference, count: count, into: $0.baseAddress!) }
+            var workers = start
+            plain.withUnsafeBytes { p in workers.withUnsafeMutableBufferPointer { codec.add(UnsafeRawBufferPointer(rebasing: p[..<plainBytes]), count: count, into: $0.baseAddress!) } }
+
+            var fused = [UInt8](repeating: 0, count: codec.maxPayloadBytes(elements: count))
+            var replica = start
+            var scratch = [Float](repeating: 0, count: count)
+            let fusedBytes = fused.withUnsafeMutableBytes { out in
+                replica.withUnsafeMutableBufferPointer { r in
+                    scratch.withUnsafeMutableBufferPointer { codec.encodeDifference(target, replica: r.baseAddress!, count: count, scratch: $0.baseAddress!, into: out.baseAddress!) }
+                }
+            }
+            #expect(fusedBytes == plainBytes && fused == plain, "\(encoding), \(count) elements: the payloads differ")
+            #expect(replica.map(\.bitPattern) == workers.map(\.bitPattern), "\(encoding), \(count) elements: the replicas differ")
+        }
+    }
+
     // MARK: Error feedback
 
     @Test(arguments: [ShardCodec(.int8), ShardCodec(.topk, topKFraction: 0.01), ShardCodec(.fp16), ShardCodec(.bf16)])

@@ -1,61 +1,107 @@
 /// The aggregator's inner loops (DESIGN.md, "One synchronous step"): each contribution is read
-/// once and fused into the accumulator in the same pass, SIMD16 at a time. Contributions arrive
-/// as fp32 or bf16 payloads (little-endian, unaligned is fine: loads are unaligned); the
-/// accumulator is always fp32. Shapes: every buffer holds `count` elements.
+/// once and fused into the accumulator in the same pass. Contributions arrive as fp32 or bf16
+/// payloads (little-endian, unaligned is fine: loads are unaligned); the accumulator is always
+/// fp32. Shapes: every buffer holds `count` elements.
+///
+/// The loops are plain scalar code over a concrete element reader, one specialisation per
+/// encoding, which the optimiser vectorises (a SIMD16 widening of bf16 here went through an
+/// unspecialised standard-library conversion and cost more than the fusion itself).
+///
+/// Where the accumulator's old contents do not matter (`single`, `firstTwo`: they overwrite
+/// it), the new contribution's finiteness is checked in the same pass and reported; the caller
+/// then rejects it and the shard stays incomplete, so nothing of it is ever used. `add` reads
+/// the accumulator, so its contribution is checked first (`firstNonFinite`).
 enum Fusion {
-    /// acc = wa·a + wb·b   (the parked first contribution and the second, in one pass)
-    static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float, count: Int) {
-        var i = 0
-        while i + 16 <= count {
-            (a.load16(i) * wa + b.load16(i) * wb).store(acc + i)
-            i += 16
+    /// acc = wa·a + wb·b (the parked first contribution, already checked, and the second, in
+    /// one pass). False when b holds NaN or ±∞ (acc is then garbage).
+    static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float, count: Int) -> Bool {
+        switch (a.encoding, b.encoding) {
+        case (.fp32, .fp32): return firstTwo(acc, FP32(a.base), wa, FP32(b.base), wb, count)
+        case (.bf16, .bf16): return firstTwo(acc, BF16(a.base), wa, BF16(b.base), wb, count)
+        case (.fp32, .bf16): return firstTwo(acc, FP32(a.base), wa, BF16(b.base), wb, count)
+        case (.bf16, .fp32): return firstTwo(acc, BF16(a.base), wa, FP32(b.base), wb, count)
         }
-        while i < count { acc[i] = a.load(i) * wa + b.load(i) * wb; i += 1 }
     }
 
-    /// acc = w·x   (a single contribution: the only member, or the only one that arrived)
-    static func single(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, count: Int) {
-        var i = 0
-        while i + 16 <= count { (x.load16(i) * w).store(acc + i); i += 16 }
-        while i < count { acc[i] = x.load(i) * w; i += 1 }
+    /// acc = w·x (a single contribution: the only member, or the only one that arrived). False
+    /// when x holds NaN or ±∞.
+    @discardableResult
+    static func single(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, count: Int) -> Bool {
+        switch x.encoding {
+        case .fp32: return single(acc, FP32(x.base), w, count)
+        case .bf16: return single(acc, BF16(x.base), w, count)
+        }
     }
 
-    /// acc = (acc + w·x)·scale   (scale = 1 until the last contribution, then 1/Σw)
+    /// acc = (acc + w·x)·scale (scale = 1 until the last contribution, then 1/Σw). x must have
+    /// been checked.
     static func add(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, scale: Float, count: Int) {
-        var i = 0
-        if scale == 1 {
-            while i + 16 <= count { (SIMD16<Float>.load(acc + i) + x.load16(i) * w).store(acc + i); i += 16 }
-            while i < count { acc[i] += x.load(i) * w; i += 1 }
-        } else {
-            while i + 16 <= count { ((SIMD16<Float>.load(acc + i) + x.load16(i) * w) * scale).store(acc + i); i += 16 }
-            while i < count { acc[i] = (acc[i] + x.load(i) * w) * scale; i += 1 }
+        switch x.encoding {
+        case .fp32: add(acc, FP32(x.base), w, scale, count)
+        case .bf16: add(acc, BF16(x.base), w, scale, count)
         }
     }
 
     /// acc ·= scale
     static func scale(_ acc: UnsafeMutablePointer<Float>, _ scale: Float, count: Int) {
-        var i = 0
-        while i + 16 <= count { (SIMD16<Float>.load(acc + i) * scale).store(acc + i); i += 16 }
-        while i < count { acc[i] *= scale; i += 1 }
+        for i in 0..<count { acc[i] *= scale }
     }
 
-    /// The index of the first NaN or infinity, if any (checked before anything is fused, so a
-    /// bad contribution never touches the accumulator).
+    /// The index of the first NaN or infinity, if any.
     static func firstNonFinite(_ x: Payload, count: Int) -> Int? {
-        var i = 0
-        while i + 16 <= count {
-            let v = x.load16(i)
-            // A finite float times zero is zero; NaN and ±∞ times zero are NaN, which ≠ itself.
-            let z = v * 0
-            if any(z .!= z) { break }
-            i += 16
+        switch x.encoding {
+        case .fp32: return firstNonFinite(FP32(x.base), count)
+        case .bf16: return firstNonFinite(BF16(x.base), count)
         }
-        while i < count {
-            if !x.load(i).isFinite { return i }
-            i += 1
+    }
+
+    // MARK: Specialised loops
+
+    private static func firstTwo<A: Reader, B: Reader>(_ acc: UnsafeMutablePointer<Float>, _ a: A, _ wa: Float, _ b: B, _ wb: Float,
+                                                       _ count: Int) -> Bool {
+        var flags: UInt32 = 0
+        for i in 0..<count {
+            let y = b[i]
+            flags |= nonFiniteFlag(y)
+            acc[i] = a[i] * wa + y * wb
+        }
+        return flags == 0
+    }
+
+    private static func single<X: Reader>(_ acc: UnsafeMutablePointer<Float>, _ x: X, _ w: Float, _ count: Int) -> Bool {
+        var flags: UInt32 = 0
+        for i in 0..<count {
+            let y = x[i]
+            flags |= nonFiniteFlag(y)
+            acc[i] = y * w
+        }
+        return flags == 0
+    }
+
+    private static func add<X: Reader>(_ acc: UnsafeMutablePointer<Float>, _ x: X, _ w: Float, _ scale: Float, _ count: Int) {
+        if scale == 1 {
+            for i in 0..<count { acc[i] += x[i] * w }
+        } else {
+            for i in 0..<count { acc[i] = (acc[i] + x[i] * w) * scale }
+        }
+    }
+
+    private static func firstNonFinite<X: Reader>(_ x: X, _ count: Int) -> Int? {
+        // Blocks of 256: a branch-free OR over each (vectorised), the exact index only on a hit.
+        var start = 0
+        while start < count {
+            let end = min(start + 256, count)
+            var flags: UInt32 = 0
+            for i in start..<end { flags |= nonFiniteFlag(x[i]) }
+            if flags != 0 { return (start..<end).first { !x[$0].isFinite } }
+            start = end
         }
         return nil
     }
+
+    /// The sign bit set exactly when the exponent is all ones (NaN or ±∞).
+    @inline(__always)
+    private static func nonFiniteFlag(_ v: Float) -> UInt32 { ((v.bitPattern & 0x7F80_0000) &+ 0x0080_0000) & 0x8000_0000 }
 }
 
 /// A contribution's elements in place in its received frame.
@@ -63,30 +109,25 @@ struct Payload {
     let base: UnsafeRawPointer
     let encoding: Encoding
     enum Encoding { case fp32, bf16 }
+}
 
-    @inline(__always) func load(_ i: Int) -> Float {
-        switch encoding {
-        case .fp32: return base.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
-        case .bf16: return Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16)
-        }
-    }
+/// Reads element i of a payload as fp32.
+private protocol Reader {
+    subscript(_ i: Int) -> Float { get }
+}
 
-    @inline(__always) func load16(_ i: Int) -> SIMD16<Float> {
-        switch encoding {
-        case .fp32: return base.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-        case .bf16:
-            let h = base.loadUnaligned(fromByteOffset: i * 2, as: SIMD16<UInt16>.self)
-            return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD16<Float>.self)
-        }
+private struct FP32: Reader {
+    let base: UnsafeRawPointer
+    init(_ base: UnsafeRawPointer) { self.base = base }
+    @inline(__always) subscript(_ i: Int) -> Float {
+        Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: i &* 4, as: UInt32.self)))
     }
 }
 
-extension SIMD16<Float> {
-    @inline(__always) static func load(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-    }
-
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: self, as: SIMD16<Float>.self)
+private struct BF16: Reader {
+    let base: UnsafeRawPointer
+    init(_ base: UnsafeRawPointer) { self.base = base }
+    @inline(__always) subscript(_ i: Int) -> Float {
+        Float(bitPattern: UInt32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))) << 16)
     }
 }

@@ -127,32 +127,45 @@ public final class StepAggregator {
             return .failure(.wrongLayout("payload of \(payload.count) bytes for \(range.count) elements"))
         }
         let x = Payload(base: base, encoding: encoding == .bf16 ? .bf16 : .fp32)
-        if let bad = Fusion.firstNonFinite(x, count: range.count) { return .failure(.nonFinite(shard: k, index: bad)) }
-
         let w = Float(h.sampleCount)
-        shards[k].arrived.insert(member)
-        shards[k].weight += Double(h.sampleCount)
-        let last = shards[k].arrived.count == members.count
+        let arrivedBefore = shards[k].arrived.count
+        let last = arrivedBefore + 1 == members.count
+        let weight = shards[k].weight + Double(h.sampleCount)
         let acc = accumulator.baseAddress! + range.lowerBound
-        let scale = last ? Float(1 / shards[k].weight) : 1
-        if shards[k].arrived.count == 1 {
+        let scale = last ? Float(1 / weight) : 1
+        // Checked for NaN/∞ before anything of it is kept: in the pass that overwrites the
+        // accumulator where that is the first use (single, firstTwo), else in a pass of its own.
+        if arrivedBefore == 0 {
             if last {
-                Fusion.single(acc, x, w * scale, count: range.count)
+                guard Fusion.single(acc, x, w * scale, count: range.count) else { return .failure(nonFinite(x, shard: k, count: range.count)) }
             } else {
+                if let bad = Fusion.firstNonFinite(x, count: range.count) { return .failure(.nonFinite(shard: k, index: bad)) }
                 shards[k].parked = (owner, x, w)
+                shards[k].arrived.insert(member)
+                shards[k].weight = weight
                 return .success(.parked)
             }
         } else if let parked = shards[k].parked {
-            Fusion.firstTwo(acc, parked.payload, parked.weight * scale, x, w * scale, count: range.count)
+            guard Fusion.firstTwo(acc, parked.payload, parked.weight * scale, x, w * scale, count: range.count) else {
+                return .failure(nonFinite(x, shard: k, count: range.count))
+            }
             shards[k].parked = nil
         } else {
+            if let bad = Fusion.firstNonFinite(x, count: range.count) { return .failure(.nonFinite(shard: k, index: bad)) }
             Fusion.add(acc, x, w, scale: scale, count: range.count)
         }
+        shards[k].arrived.insert(member)
+        shards[k].weight = weight
         if last {
             shards[k].complete = true
             return .success(.complete(shard: k))
         }
         return .success(.fused)
+    }
+
+    /// The rejection of a contribution a fusing pass found NaN or ±∞ in.
+    private func nonFinite(_ x: Payload, shard k: Int, count: Int) -> Rejection {
+        .nonFinite(shard: k, index: Fusion.firstNonFinite(x, count: count) ?? 0)
     }
 
     /// fp16, int8 and topk shards: checked whole (structure, indices, finite values), then

@@ -182,10 +182,8 @@ final class JobRun {
         let params = state.model.parameters
         let payload: UnsafeRawBufferPointer, owner: any AnyObject & Sendable, kind: ShardKind
         if let downbox, let replica = state.replica, let difference = state.difference {
-            let d = difference.baseAddress, p = params.baseAddress, r = replica.baseAddress
-            for i in range { d[i] = p[i] - r[i] }
-            payload = downbox.encode(shard: k, of: d)
-            downlink.add(payload, count: range.count, into: r + range.lowerBound)
+            payload = downbox.encodeDifference(shard: k, target: params.baseAddress, replica: replica.baseAddress,
+                                               scratch: difference.baseAddress)
             (owner, kind) = (downbox, .delta)
         } else {
             payload = UnsafeRawBufferPointer(start: params.baseAddress + range.lowerBound, count: range.count * 4)
