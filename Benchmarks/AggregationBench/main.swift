@@ -1,11 +1,13 @@
 // Aggregation benchmark: the time of one synchronous round of the data plane (every worker
 // sends its gradient as shards, the hub fuses each shard as it lands with the coordinator's
-// StepAggregator, applies SGD to that parameter shard and sends it back zero-copy; the round ends
-// when every worker holds every new shard), beside torch.distributed gloo all_reduce of the same
-// sizes in the same run. Workers and hub are threads of this process, each with its own ZeroMQ
+// StepAggregator, applies SGD to that parameter shard, or not ("mean"), and sends it back
+// zero-copy; the round ends when every worker holds every new shard), beside torch.distributed
+// gloo all_reduce (and all_reduce + SGD, a DDP step) of the same sizes, run right before and
+// after each row. Workers and hub are threads of this process, each with its own ZeroMQ
 // context, on loopback. Release mode:
 //
 //     swift build -c release && .build/release/cohort-bench-aggregation   (it also runs the cohort binary)
+//     [--quick] [--passes N] [--rounds N] [--only SIZE_M[,WORKERS]] [--case NAME [--mean-only]]
 import CohortCompute
 import CohortCoordinator
 import CohortTransport
@@ -19,9 +21,11 @@ let quick = args.contains("--quick")
 let only: [Int]? = args.firstIndex(of: "--only").flatMap { i in i + 1 < args.count ? args[i + 1].split(separator: ",").compactMap { Int($0) } : nil }
 let sizes = only.map { [$0[0] << 20] } ?? (quick ? [1 << 20] : [1 << 20, 4 << 20, 16 << 20])
 let workerCounts = only.flatMap { $0.count > 1 ? [$0[1]] : nil } ?? [2, 3]
+/// Each case of the table is measured this many times, interleaved; its median is printed.
+let passes = args.firstIndex(of: "--passes").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil } ?? (quick ? 1 : 3)
 let rounds = args.firstIndex(of: "--rounds").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil } ?? (quick ? 5 : 12)
-/// `--mean-only`: send the fused mean back instead of stepping an optimizer: what all_reduce does.
-let meanOnly = args.contains("--mean-only")
+/// `--mean-only` (with `--case`): send the fused mean back instead of stepping an optimizer.
+let meanOnlyCase = args.contains("--mean-only")
 
 Allocator.avoidPerMessageMapping()
 
@@ -45,7 +49,10 @@ final class Box<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v
 /// Milliseconds per round (median after one warm-up round).
 /// `downlink`: bf16 sends θ − θ̃ encoded (the coordinator's replica θ̃ gets the same decoded
 /// difference the workers add), as `training.downlink-encoding: bf16` does.
-func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, curve: Bool, downlink: ShardEncoding = .fp32) throws -> Double {
+/// `meanOnly`: the hub sends the fused mean back instead of stepping an optimizer (what
+/// all_reduce leaves on every rank).
+func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, curve: Bool, downlink: ShardEncoding = .fp32,
+             meanOnly: Bool = false) throws -> Double {
     let layout = ShardLayout(parameterCount: elements, shardElements: 1 << 18)
     let serverKeys = try CurveKeyPair.generate()
     let endpoint = Box("")
@@ -181,11 +188,11 @@ if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.firs
     var before = rusage(), after = rusage()
     getrusage(RUSAGE_SELF.rawValue, &before)
     switch args[i + 1] {
-    case "tcp": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: false)
-    case "bf16": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false)
-    case "bf16x": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, downlink: .bf16)
-    case "ipc": ms = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false)
-    case "curve": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true)
+    case "tcp": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: false, meanOnly: meanOnlyCase)
+    case "bf16": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, meanOnly: meanOnlyCase)
+    case "bf16x": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, downlink: .bf16, meanOnly: meanOnlyCase)
+    case "ipc": ms = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false, meanOnly: meanOnlyCase)
+    case "curve": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true, meanOnly: meanOnlyCase)
     default: fatalError("--case is one of tcp, bf16, bf16x, ipc, curve")
     }
     getrusage(RUSAGE_SELF.rawValue, &after)
@@ -196,50 +203,82 @@ if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.firs
     exit(0)
 }
 
-// torch.distributed gloo all_reduce in the same run, when torch is importable.
+// torch.distributed gloo all_reduce of the same size and ranks, run right before and right after
+// each row's Cohort cases (this host is shared and its speed drifts over minutes: each row's
+// ratios compare against the mean of the two), when torch is importable.
 let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("gloo_allreduce.py").path
-var gloo: [String: Double] = [:]
-let python = Process()
-python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-python.arguments = ["python3", script] + sizes.map(String.init)
-let pipe = Pipe()
-python.standardOutput = pipe
-python.standardError = FileHandle.nullDevice
 var glooNote = ""
-do {
-    try python.run()
+
+/// gloo's (all_reduce, all_reduce + SGD) medians in ms, or nil (glooNote says why).
+@MainActor func gloo(elements: Int, ranks: Int) -> (plain: Double, sgd: Double)? {
+    guard glooNote.isEmpty else { return nil }
+    let python = Process()
+    python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    python.arguments = ["python3", script, "--ranks", "\(ranks)", "\(elements)"]
+    let pipe = Pipe()
+    python.standardOutput = pipe
+    python.standardError = FileHandle.nullDevice
+    do { try python.run() } catch { glooNote = "skip: python3 not found"; return nil }
     let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     python.waitUntilExit()
     for line in out.split(separator: "\n") {
         let f = line.split(separator: " ")
-        if f.count == 3, let ms = Double(f[2]) { gloo["\(f[0])/\(f[1])"] = ms } else if line.hasPrefix("skip") { glooNote = String(line) }
+        if f.count == 4, let plain = Double(f[2]), let sgd = Double(f[3]) { return (plain, sgd) }
+        if line.hasPrefix("skip") { glooNote = String(line) }
     }
-} catch { glooNote = "skip: python3 not found" }
+    if glooNote.isEmpty { glooNote = "skip: gloo_allreduce.py printed no figure" }
+    return nil
+}
 
 func label(_ n: Int) -> String { "\(n >> 20)M" }
-print("Cohort aggregation round (send gradient, receive " + (meanOnly ? "the mean gradient: no optimizer, what all_reduce does" : "new parameters: fused mean + SGD momentum step per shard") + "), ms, median of \(rounds); 1 MiB shards; hub + workers on one 2-core host")
-print(glooNote.isEmpty ? "gloo = torch.distributed all_reduce (Benchmarks/gloo_allreduce.py), same sizes, same run" : "gloo: \(glooNote)")
-print("")
-print("tcp bf16: bf16 up, fp32 parameters down; bf16⇅: bf16 both ways (θ − θ̃ down, training.downlink-encoding: bf16)")
-print("params | workers | tcp fp32 | tcp bf16 | tcp bf16⇅ | ipc fp32 | tcp fp32 CURVE | gloo  | tcp fp32/gloo | ipc fp32/gloo | tcp bf16/gloo | bf16⇅/gloo")
-print("-------|---------|----------|----------|-----------|----------|----------------|-------|---------------|---------------|---------------|-----------")
+func fmt(_ x: Double?, _ spec: String = "%.1f") -> String { x.map { String(format: spec, $0) } ?? "-" }
+func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
+
+print("Cohort aggregation round: every worker sends its gradient as 1 MiB shards, the hub fuses them as they land and")
+print("sends every worker the new shards, ms: the median of \(rounds) rounds, then of \(passes) interleaved passes; hub and workers")
+print("are threads on one 2-core host (loopback), plaintext unless the case says CURVE. Beside it, torch.distributed gloo (Benchmarks/gloo_allreduce.py),")
+print("run right before and right after each row; the ratios use the mean of the two. Like for like:")
+print("  mean    the hub sends the fused mean back              vs gloo all_reduce (every rank ends with the mean)")
+print("  +SGD    the hub steps SGD momentum, sends parameters   vs gloo all_reduce + SGD momentum step on each rank (a DDP step)")
+print("  bf16 up: bf16 gradients, fp32 parameters down; bf16⇅: bf16 both ways (θ − θ̃ down, training.downlink-encoding: bf16)")
+struct Case { let name: String; let ipc: Bool; let encoding: ShardEncoding; let downlink: ShardEncoding; let curve: Bool; let meanOnly: Bool }
+let cases = [
+    Case(name: "tcp fp32 mean", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true),
+    Case(name: "tcp fp32 +SGD", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: false),
+    Case(name: "ipc fp32 mean", ipc: true, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true),
+    Case(name: "ipc fp32 +SGD", ipc: true, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: false),
+    Case(name: "tcp bf16 up +SGD", ipc: false, encoding: .bf16, downlink: .fp32, curve: false, meanOnly: false),
+    Case(name: "tcp bf16⇅ mean", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: true),
+    Case(name: "tcp bf16⇅ +SGD", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: false),
+    Case(name: "tcp fp32 CURVE +SGD", ipc: false, encoding: .fp32, downlink: .fp32, curve: true, meanOnly: false),
+]
 for n in sizes {
     for w in workerCounts {
-        let tcp = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: false)
-        let bf = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false)
-        let bf2 = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, downlink: .bf16)
-        let ipc = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false)
-        let cur = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true)
-        let g = gloo["\(n)/\(w)"]
-        func ratio(_ x: Double) -> String { g.map { String(format: "%.2f×", x / $0) } ?? "-" }
-        func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
-        print(label(n).padding(toLength: 6, withPad: " ", startingAt: 0)
-              + String(format: " | %7d | %8.1f | %8.1f | %9.1f | %8.1f | %14.1f | ", w, tcp, bf, bf2, ipc, cur)
-              + pad(g.map { String(format: "%.1f", $0) } ?? "-", 5) + " | " + pad(ratio(tcp), 13) + " | " + pad(ratio(ipc), 13)
-              + " | " + pad(ratio(bf), 13) + " | " + pad(ratio(bf2), 10))
+        let before = gloo(elements: n, ranks: w)
+        // Every case `passes` times, the passes interleaved, so that a slow minute on this
+        // shared host lands on all cases alike; each case's median.
+        var runs = Array(repeating: [Double](), count: cases.count)
+        for _ in 0..<passes {
+            for (i, c) in cases.enumerated() {
+                runs[i].append(try measure(workers: w, elements: n, ipc: c.ipc, encoding: c.encoding, curve: c.curve,
+                                           downlink: c.downlink, meanOnly: c.meanOnly))
+            }
+        }
+        let ms = runs.map { $0.sorted()[$0.count / 2] }
+        let after = gloo(elements: n, ranks: w)
+        let g = before.flatMap { b in after.map { a in (plain: (b.plain + a.plain) / 2, sgd: (b.sgd + a.sgd) / 2) } }
+        print("")
+        print("\(label(n)) floats, \(w) workers. gloo all_reduce " + (g.map { _ in "\(fmt(before?.plain)) before, \(fmt(after?.plain)) after; + SGD \(fmt(before?.sgd)) / \(fmt(after?.sgd))" } ?? glooNote))
+        print("  case                 | Cohort ms | gloo ms (like for like) | ratio")
+        for (c, x) in zip(cases, ms) {
+            let reference = c.meanOnly ? g?.plain : g?.sgd
+            print("  " + c.name.padding(toLength: 20, withPad: " ", startingAt: 0) + " | " + pad(fmt(x), 9) + " | "
+                  + pad(fmt(reference), 23) + " | " + pad(reference.map { String(format: "%.2f×", x / $0) } ?? "-", 5))
+        }
     }
 }
-print("plaintext rows are plaintext (no CURVE); the CURVE column encrypts every byte")
+print("")
+print("plaintext rows are plaintext (no CURVE); the CURVE row encrypts every byte")
 
 // MARK: - End-to-end training: 2 workers × 1 thread against 1 process × 2 threads
 
