@@ -103,14 +103,17 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         sgd.step(range: r, parameters: params.buffer, gradients: aggregator.accumulatorBuffer, state: state.buffer,
                                  learningRate: 0.01, t: step + 1)
                     }
-                    let out = ShardHeader(job: 1, step: UInt64(step + 1), kind: lossyDown ? .delta : .parameters, encoding: downlink, shard: UInt32(k),
+                    // A mean round with a lossy downlink sends the mean encoded, as a compressed
+                    // all_reduce does (θ̃ tracks parameters, which a mean round does not send).
+                    let out = ShardHeader(job: 1, step: UInt64(step + 1), kind: lossyDown && !meanOnly ? .delta : .parameters, encoding: downlink, shard: UInt32(k),
                                           shardCount: UInt32(layout.shardCount), elementOffset: UInt64(r.lowerBound),
                                           elementCount: UInt32(r.count), sampleCount: 0)
                     let envelope = Message.shard(out).encode()
                     if let downbox {
-                        let source = meanOnly ? UnsafePointer(aggregator.accumulatorBuffer.baseAddress!) : UnsafePointer(params.baseAddress)
-                        let payload = downbox.encodeDifference(shard: k, target: source, replica: replica.baseAddress,
-                                                               scratch: difference.baseAddress)
+                        let payload = meanOnly
+                            ? downbox.encode(shard: k, of: aggregator.accumulatorBuffer.baseAddress!)
+                            : downbox.encodeDifference(shard: k, target: params.baseAddress, replica: replica.baseAddress,
+                                                       scratch: difference.baseAddress)
                         for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: downbox)]) }
                         continue
                     }
@@ -160,6 +163,8 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         guard case let .shard(h) = try Message.decode(frames[0].unsafeBytes) else { continue }
                         if h.kind == .delta {
                             ShardCodec(h.encoding).add(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset))
+                        } else if h.encoding != .fp32 {
+                            ShardCodec(h.encoding).decode(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset))
                         } else {
                             frames[1].withUnsafeBytes { src in
                                 UnsafeMutableRawPointer(params.baseAddress + Int(h.elementOffset)).copyMemory(from: src.baseAddress!, byteCount: src.count)
@@ -240,7 +245,8 @@ print("are threads on one 2-core host (loopback), plaintext unless the case says
 print("run right before and right after each row; the ratios use the mean of the two. Like for like:")
 print("  mean    the hub sends the fused mean back              vs gloo all_reduce (every rank ends with the mean)")
 print("  +SGD    the hub steps SGD momentum, sends parameters   vs gloo all_reduce + SGD momentum step on each rank (a DDP step)")
-print("  bf16 up: bf16 gradients, fp32 parameters down; bf16⇅: bf16 both ways (θ − θ̃ down, training.downlink-encoding: bf16)")
+print("  bf16 up: bf16 gradients, fp32 parameters down; bf16⇅: bf16 both ways (+SGD: θ − θ̃ down, as training.downlink-encoding:")
+print("  bf16 does; mean: the mean in bf16, as a bf16-compressed all_reduce does)")
 struct Case { let name: String; let ipc: Bool; let encoding: ShardEncoding; let downlink: ShardEncoding; let curve: Bool; let meanOnly: Bool }
 let cases = [
     Case(name: "tcp fp32 mean", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true),
