@@ -51,9 +51,17 @@ final class Box<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v
 /// difference the workers add), as `training.downlink-encoding: bf16` does.
 /// `meanOnly`: the hub sends the fused mean back instead of stepping an optimizer (what
 /// all_reduce leaves on every rank).
+/// `shared`: over ipc, the shards' elements through shared-memory segments (one the hub writes
+/// the parameters to, one per worker for its gradient) and only headers on the socket, as the
+/// coordinator does with workers on its host.
 func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, curve: Bool, downlink: ShardEncoding = .fp32,
-             meanOnly: Bool = false) throws -> Double {
+             meanOnly: Bool = false, shared: Bool = false) throws -> Double {
     let layout = ShardLayout(parameterCount: elements, shardElements: 1 << 18)
+    let segmentPrefix = "\(SharedSegment.directory)/cohort-bench-\(getpid())-\(workers)-\(elements)"
+    let parameterSegment = shared ? try SharedSegment(creating: segmentPrefix + "-parameters", elements: elements, shards: layout.shardCount) : nil
+    let gradientSegments = shared ? try (0..<workers).map { try SharedSegment(creating: segmentPrefix + "-\($0)", elements: elements, shards: 0) } : []
+    // Removed when this returns (the threads may hold their mappings a moment longer).
+    defer { for segment in gradientSegments + [parameterSegment].compactMap({ $0 }) { unlink(segment.path) } }
     let serverKeys = try CurveKeyPair.generate()
     let endpoint = Box("")
     let bound = DispatchSemaphore(value: 0)
@@ -89,9 +97,18 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                     let frames = try hub.receive()
                     let name = String(decoding: frames[0].bytes, as: UTF8.self)
                     identities[name] = frames[0].bytes
-                    guard case let .shard(h) = try Message.decode(frames[1].unsafeBytes) else { continue }
-                    let outcome = withExtendedLifetime(frames) {
-                        aggregator.contribute(from: name, header: h, payload: frames[2].unsafeBytes, owner: frames[2])
+                    let outcome: Result<StepAggregator.Outcome, Rejection>
+                    switch try Message.decode(frames[1].unsafeBytes) {
+                    case let .shard(h):
+                        outcome = withExtendedLifetime(frames) {
+                            aggregator.contribute(from: name, header: h, payload: frames[2].unsafeBytes, owner: frames[2])
+                        }
+                    case let .sharedShard(h):
+                        let segment = gradientSegments[Int(name.dropFirst())!]
+                        outcome = aggregator.contribute(from: name, header: h,
+                                                        payload: UnsafeRawBufferPointer(start: segment.floats + Int(h.elementOffset), count: Int(h.elementCount) * 4),
+                                                        owner: segment)
+                    default: continue
                     }
                     guard case let .success(.complete(k)) = outcome else {
                         if case let .failure(r) = outcome { failure.value = "\(r)" }
@@ -118,6 +135,13 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         continue
                     }
                     let source = meanOnly ? UnsafeRawPointer(aggregator.accumulatorBuffer.baseAddress!) : UnsafeRawPointer(params.baseAddress)
+                    if let parameterSegment {
+                        parameterSegment.publish(shard: k, step: step + 1, from: source.assumingMemoryBound(to: Float.self) + r.lowerBound,
+                                                 offset: r.lowerBound, count: r.count)
+                        let header = Message.sharedShard(out).encode()
+                        for id in identities.values { try hub.send([.bytes(id), .bytes(header)]) }
+                        continue
+                    }
                     let payload = UnsafeRawBufferPointer(start: source + r.lowerBound * 4, count: r.count * 4)
                     for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: meanOnly ? accumulatorOwner : params)]) }
                 }
@@ -154,13 +178,26 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         let h = ShardHeader(job: 1, step: UInt64(step), kind: .gradient, encoding: encoding, shard: UInt32(k),
                                             shardCount: UInt32(layout.shardCount), elementOffset: UInt64(r.lowerBound),
                                             elementCount: UInt32(r.count), sampleCount: 32)
+                        if shared {
+                            let segment = gradientSegments[w]
+                            (segment.floats + r.lowerBound).update(from: gradient.raw.baseAddress!.assumingMemoryBound(to: Float.self) + r.lowerBound, count: r.count)
+                            try socket.send([.bytes(Message.sharedShard(h).encode())])
+                            continue
+                        }
                         let payload = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(gradient.raw)[(r.lowerBound * bytesPer)..<(r.upperBound * bytesPer)])
                         try socket.send([.bytes(Message.shard(h).encode()), .zeroCopy(payload, owner: gradient)])
                     }
                     var got = 0
                     while got < layout.shardCount {
                         let frames = try socket.receive()
-                        guard case let .shard(h) = try Message.decode(frames[0].unsafeBytes) else { continue }
+                        let message = try Message.decode(frames[0].unsafeBytes)
+                        if case let .sharedShard(h) = message, let parameterSegment {
+                            guard parameterSegment.read(shard: Int(h.shard), step: Int(h.step), offset: Int(h.elementOffset), count: Int(h.elementCount),
+                                                        into: params.baseAddress + Int(h.elementOffset)) else { throw TransportError.misconfigured("torn shard \(h.shard)") }
+                            got += 1
+                            continue
+                        }
+                        guard case let .shard(h) = message else { continue }
                         if h.kind == .delta {
                             ShardCodec(h.encoding).add(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset))
                         } else if h.encoding != .fp32 {
@@ -186,7 +223,7 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
     return sorted[sorted.count / 2]
 }
 
-/// `--case tcp|bf16|bf16x|ipc|curve` with `--only SIZE,WORKERS`: that one column, printed alone
+/// `--case tcp|bf16|bf16x|ipc|shm|curve` with `--only SIZE,WORKERS`: that one column, printed alone
 /// (for profiling one configuration; `--rounds N` runs more rounds).
 if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.first, let w = workerCounts.first {
     let ms: Double
@@ -197,8 +234,9 @@ if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.firs
     case "bf16": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, meanOnly: meanOnlyCase)
     case "bf16x": ms = try measure(workers: w, elements: n, ipc: false, encoding: .bf16, curve: false, downlink: .bf16, meanOnly: meanOnlyCase)
     case "ipc": ms = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false, meanOnly: meanOnlyCase)
+    case "shm": ms = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false, meanOnly: meanOnlyCase, shared: true)
     case "curve": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true, meanOnly: meanOnlyCase)
-    default: fatalError("--case is one of tcp, bf16, bf16x, ipc, curve")
+    default: fatalError("--case is one of tcp, bf16, bf16x, ipc, shm, curve")
     }
     getrusage(RUSAGE_SELF.rawValue, &after)
     func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
@@ -247,12 +285,17 @@ print("  mean    the hub sends the fused mean back              vs gloo all_redu
 print("  +SGD    the hub steps SGD momentum, sends parameters   vs gloo all_reduce + SGD momentum step on each rank (a DDP step)")
 print("  bf16 up: bf16 gradients, fp32 parameters down; bf16⇅: bf16 both ways (+SGD: θ − θ̃ down, as training.downlink-encoding:")
 print("  bf16 does; mean: the mean in bf16, as a bf16-compressed all_reduce does)")
-struct Case { let name: String; let ipc: Bool; let encoding: ShardEncoding; let downlink: ShardEncoding; let curve: Bool; let meanOnly: Bool }
+struct Case {
+    let name: String; let ipc: Bool; let encoding: ShardEncoding; let downlink: ShardEncoding; let curve: Bool; let meanOnly: Bool
+    var shared = false
+}
 let cases = [
     Case(name: "tcp fp32 mean", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true),
     Case(name: "tcp fp32 +SGD", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: false),
     Case(name: "ipc fp32 mean", ipc: true, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true),
     Case(name: "ipc fp32 +SGD", ipc: true, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: false),
+    Case(name: "shm fp32 mean", ipc: true, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true, shared: true),
+    Case(name: "shm fp32 +SGD", ipc: true, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: false, shared: true),
     Case(name: "tcp bf16 up +SGD", ipc: false, encoding: .bf16, downlink: .fp32, curve: false, meanOnly: false),
     Case(name: "tcp bf16⇅ mean", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: true),
     Case(name: "tcp bf16⇅ +SGD", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: false),
@@ -267,7 +310,7 @@ for n in sizes {
         for _ in 0..<passes {
             for (i, c) in cases.enumerated() {
                 runs[i].append(try measure(workers: w, elements: n, ipc: c.ipc, encoding: c.encoding, curve: c.curve,
-                                           downlink: c.downlink, meanOnly: c.meanOnly))
+                                           downlink: c.downlink, meanOnly: c.meanOnly, shared: c.shared))
             }
         }
         let ms = runs.map { $0.sorted()[$0.count / 2] }

@@ -3,6 +3,8 @@
 #include <zmq.h>
 #include <errno.h>
 #include <malloc.h>
+#include <stdint.h>
+#include <string.h>
 
 /* errno is a macro on glibc; Swift cannot read it directly in every context. */
 static inline int cohort_errno(void) { return errno; }
@@ -16,5 +18,23 @@ static inline int cohort_malloc_no_mmap(long trimThreshold) {
     int b = mallopt(M_TRIM_THRESHOLD, (int)trimThreshold);
     int c = mallopt(M_ARENA_MAX, 1);
     return a == 1 && b == 1 && c == 1;
+}
+
+/* A sequence lock over one shard of a shared-memory segment (the data plane to workers on the
+   coordinator's host, docs/architecture.md). The writer marks the shard odd, copies, then
+   publishes the even version; a reader copies only a shard that holds the version it expects
+   and was not rewritten while it copied. */
+static inline void cohort_seqlock_write(uint64_t *seq, uint64_t version, void *dst, const void *src, size_t n) {
+    __atomic_store_n(seq, version | 1u, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(dst, src, n);
+    __atomic_store_n(seq, version & ~(uint64_t)1, __ATOMIC_RELEASE);
+}
+
+static inline int cohort_seqlock_read(const uint64_t *seq, uint64_t version, void *dst, const void *src, size_t n) {
+    if (__atomic_load_n(seq, __ATOMIC_ACQUIRE) != version) return 0;
+    memcpy(dst, src, n);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return __atomic_load_n(seq, __ATOMIC_RELAXED) == version;
 }
 #endif

@@ -124,6 +124,18 @@ extension CoordinatorLoop {
         try store.setReason(run.job, nil)
         logger.info("training started", metadata: ["job.id": "\(run.job)", "step": "\(state.step)", "members": "\(run.members.count)",
                                                    "parameters": "\(state.model.parameterCount)"])
+        if settings.ipc && settings.sharedMemory, let ipcData {
+            do {
+                try run.offerSharedMemory(prefix: settings.sharedMemoryPrefix, on: ipcData)
+                if let segment = run.parameterSegment {
+                    logger.info("shared memory offered", metadata: ["job.id": "\(run.job)", "segments": "\(segment.path.dropLast("parameters".count))*",
+                                                                    "members": "\(run.offered.keys.sorted())"])
+                }
+            } catch {
+                logger.warning("no shared memory for the workers on this host; their shards go through the ipc socket",
+                               metadata: ["job.id": "\(run.job)", "error": "\(error)"])
+            }
+        }
         try run.sendStartParameters(forStep: state.step, on: data, ipc: ipcData)
         if run.phase == .finishing { try metricsArrived(run, step: state.step) }
     }
@@ -145,14 +157,30 @@ extension CoordinatorLoop {
             run.dataIdentity[member] = identity
             run.dataOverIPC[member] = socket === ipcData
             try beginIfReady(run)
-        case let .shard(header):
+        case let .notice(n) where n.kind == NoticeKind.sharedMemory:
+            let answer = try n.decodeBody(as: TrainingNotice.SharedMemory.self)
+            guard let run = runs[answer.job], run.members.contains(member) else { return }
+            run.sharedMemoryAccepted(by: member, answer)
+            logger.info("shards through shared memory", metadata: ["job.id": "\(run.job)", "worker.name": "\(member)"])
+        case let .shard(header), let .sharedShard(header):
             guard let run = runs[Job.ID(header.job)], run.aggregator != nil, run.phase == .training else {
                 // Frames still on the wire when a run ends (cancelled, completed, restarted) are
                 // expected: dropped quietly. Anything else is refused and recorded.
                 if endedRuns.contains(Job.ID(header.job)) || runs[Job.ID(header.job)] != nil { return }
                 return rejectShard(nil, member, "no step of job \(header.job) is in progress")
             }
-            try contribute(run, member, header, frames)
+            if case .sharedShard = message {
+                // The elements are in the member's contribution segment.
+                guard let segment = run.shared[member] else {
+                    return rejectShard(run, member, "a shared-memory shard, but no segment is shared with \(member)")
+                }
+                guard Int(header.elementOffset) + Int(header.elementCount) <= segment.elements else {
+                    return rejectShard(run, member, "shard covers \(header.elementOffset)+\(header.elementCount), beyond the segment's \(segment.elements) elements")
+                }
+                let payload = UnsafeRawBufferPointer(start: segment.floats + Int(header.elementOffset), count: Int(header.elementCount) * 4)
+                return try contribute(run, member, header, frames, payload: payload, owner: segment)
+            }
+            try contribute(run, member, header, frames, payload: frames[2].unsafeBytes, owner: frames[2])
         default:
             refuseMalformed(socket, identity, .invalidValue(field: "envelope.type", reason: "is \(message.type), not a data message"))
         }
@@ -160,12 +188,14 @@ extension CoordinatorLoop {
 
     /// One shard of a member's contribution: fused, completing its shard when it is the last;
     /// under `overlap`, a shard of the next round is kept until that round begins.
-    private func contribute(_ run: JobRun, _ member: String, _ header: ShardHeader, _ frames: [InboundFrame]) throws {
+    /// `payload` is in `owner`: the shard's frame, or a member's shared-memory segment.
+    private func contribute(_ run: JobRun, _ member: String, _ header: ShardHeader, _ frames: [InboundFrame],
+                            payload: UnsafeRawBufferPointer, owner: AnyObject) throws {
         guard let aggregator = run.aggregator else { return }
         let outcome = withExtendedLifetime(frames) {
-            aggregator.contribute(from: member, header: header, payload: frames[2].unsafeBytes, owner: frames[2])
+            aggregator.contribute(from: member, header: header, payload: payload, owner: owner)
         }
-        let bytes = frames[1].count + frames[2].count
+        let bytes = frames[1].count + payload.count
         switch outcome {
         case .failure(.staleStep) where run.spec.training.overlap && header.step == aggregator.step + UInt64(run.spec.stepsPerRound)
             && run.uplink.contains(member) && run.early.count < run.uplink.count * aggregator.layout.shardCount:
@@ -303,7 +333,7 @@ extension CoordinatorLoop {
             let early = run.early
             run.early = []
             for e in early where e.header.step == UInt64(state.step) && runs[run.job] === run && run.phase == .training {
-                try contribute(run, e.member, e.header, e.frames)
+                try contribute(run, e.member, e.header, e.frames, payload: e.frames[2].unsafeBytes, owner: e.frames[2])
             }
         }
     }

@@ -96,9 +96,17 @@ final class CoordinatorLoop {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             chmod(dir, 0o700) // only the coordinator's user may open what is inside
             unlink(dir + "/data") // a stale socket file from a killed coordinator
+            // Shared-memory segments a killed coordinator (of this data directory) left behind.
+            let prefix = URL(fileURLWithPath: settings.sharedMemoryPrefix).lastPathComponent
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: SharedSegment.directory)) ?? [] where name.hasPrefix(prefix) {
+                unlink(SharedSegment.directory + "/" + name)
+            }
             let s = try Socket(context, .router)
             try s.setHighWaterMarks(send: 0, receive: 0)
             try s.setMaxMessageSize(256 << 20)
+            // A worker names its ipc connection by its session id; when a run restarts it opens a
+            // new data connection under the same id, maybe before this end saw the old one close.
+            try s.setRouterHandover(true)
             try s.bind(settings.ipcDataEndpoint)
             ipcData = s
         } else {

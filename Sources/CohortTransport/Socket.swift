@@ -133,6 +133,12 @@ extension Socket {
         try setOption(ZMQ_ROUTER_MANDATORY, Int32(on ? 1 : 0), "ZMQ_ROUTER_MANDATORY")
     }
 
+    /// A ROUTER normally refuses a connection whose routing id is already connected; with this
+    /// on, the newest connection takes the id over and the older one is dropped.
+    public func setRouterHandover(_ on: Bool) throws(TransportError) {
+        try setOption(ZMQ_ROUTER_HANDOVER, Int32(on ? 1 : 0), "ZMQ_ROUTER_HANDOVER")
+    }
+
     /// Queue messages only to completed connections (so requests to a dead peer block instead
     /// of piling up).
     public func setImmediate(_ on: Bool) throws(TransportError) {

@@ -340,6 +340,9 @@ public enum NoticeKind {
     /// coordinator → worker (data): start at a step from the parameters the worker already holds
     /// (its own initialisation matched θ̃). Body `Start`.
     public static let start = "start"
+    /// coordinator → worker on its host (ipc data): exchange shards through these files. The
+    /// worker answers with the same notice once it has mapped them. Body `SharedMemory`.
+    public static let sharedMemory = "shared-memory"
 }
 
 public enum TrainingNotice {
@@ -378,6 +381,24 @@ public enum TrainingNotice {
             self.endpoint = endpoint
             self.delegateKey = delegateKey
             self.members = members
+        }
+    }
+
+    /// The segments of the shared-memory data plane (`SharedSegment`): parameters and
+    /// sequence words written by the coordinator, contributions written by this worker. Both
+    /// hold `parameterCount` Floats and `shardCount` sequence words.
+    public struct SharedMemory: Sendable, Hashable, Codable {
+        public var job: Int64
+        public var parameters: String
+        public var contributions: String
+        public var parameterCount: Int
+        public var shardCount: Int
+        public init(job: Int64, parameters: String, contributions: String, parameterCount: Int, shardCount: Int) {
+            self.job = job
+            self.parameters = parameters
+            self.contributions = contributions
+            self.parameterCount = parameterCount
+            self.shardCount = shardCount
         }
     }
 

@@ -20,7 +20,7 @@ extension Message {
         case let .notice(n):
             w.string(n.kind)
             w.blob(n.body)
-        case let .shard(s):
+        case let .shard(s), let .sharedShard(s):
             w.u64(s.job)
             w.u64(s.step)
             w.u8(s.kind.rawValue)
@@ -71,6 +71,12 @@ extension Message {
             message = .notice(Notice(kind: kind, body: try r.blob("notice.body", limit: limits.maxBodyBytes)))
         case .shard:
             message = .shard(try decodeShard(&r, limits: limits))
+        case .sharedShard:
+            let header = try decodeShard(&r, limits: limits)
+            guard header.encoding == .fp32 else {
+                throw .invalidValue(field: "sharedShard.encoding", reason: "is \(header.encoding); shared memory carries fp32")
+            }
+            message = .sharedShard(header)
         case .error:
             let rawCode = try r.u16("error.code")
             guard let code = ErrorMessage.Code(rawValue: rawCode) else {

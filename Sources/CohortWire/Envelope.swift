@@ -28,6 +28,8 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     case heartbeat = 0x0201
     case notice = 0x0202
     case shard = 0x0301
+    /// A shard whose elements are in a shared-memory segment, not in a payload frame.
+    case sharedShard = 0x0302
     case error = 0x0401
 
     public var family: MessageFamily? { MessageFamily(rawValue: UInt8(truncatingIfNeeded: rawValue >> 8)) }

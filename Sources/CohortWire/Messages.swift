@@ -210,6 +210,9 @@ public enum Message: Sendable, Hashable {
     case heartbeat(Heartbeat)
     case notice(Notice)
     case shard(ShardHeader)
+    /// A shard whose fp32 elements are in the sender's shared-memory segment at
+    /// `elementOffset` (ipc only, after a `shared-memory` notice): no payload frame follows.
+    case sharedShard(ShardHeader)
     case error(ErrorMessage)
 
     public var type: MessageType {
@@ -219,6 +222,7 @@ public enum Message: Sendable, Hashable {
         case .heartbeat: return .heartbeat
         case .notice: return .notice
         case .shard: return .shard
+        case .sharedShard: return .sharedShard
         case .error: return .error
         }
     }

@@ -106,6 +106,10 @@ public final class WorkerAgent {
         var receivedStep = -1
         var received = 0
         var shardCount = 0
+        /// On the coordinator's host: the segments shards go through once mapped (parameters
+        /// written by the coordinator, contributions by this worker).
+        var sharedParameters: SharedSegment?
+        var sharedContributions: SharedSegment?
 
         /// The slot round `step` goes out from (alternating under `overlap`).
         func outbox(for step: Int) -> EncodedShards { outbox[(step / spec.stepsPerRound) % outbox.count] }
@@ -397,11 +401,17 @@ public final class WorkerAgent {
                         try? send(site!, [.bytes(identity), .bytes(envelope), .bytes(payload)])
                     }
                 }
-                let step = Int(h.step)
-                if step != job.receivedStep { job.receivedStep = step; job.received = 0 }
-                job.received += 1
-                job.shardCount = Int(h.shardCount)
-                if job.received == job.shardCount { stepParametersArrived(job, step: step) }
+                shardLanded(job, step: Int(h.step), shardCount: Int(h.shardCount))
+            case let .sharedShard(h) where h.kind == .parameters && h.job == UInt64(job.assignment.job):
+                // The parameters are in the shared segment; a shard the coordinator has since
+                // rewritten (this worker fell behind) is not taken: newer ones follow.
+                let offset = Int(h.elementOffset), count = Int(h.elementCount)
+                guard let segment = job.sharedParameters, offset + count <= job.model.parameterCount,
+                      segment.read(shard: Int(h.shard), step: Int(h.step), offset: offset, count: count, into: job.replica.baseAddress + offset)
+                else { continue }
+                shardLanded(job, step: Int(h.step), shardCount: Int(h.shardCount))
+            case let .notice(n) where n.kind == NoticeKind.sharedMemory:
+                mapSharedMemory(job, n)
             case let .notice(n) where n.kind == NoticeKind.attach:
                 job.siteAcknowledged = true
             case let .notice(n) where n.kind == NoticeKind.start:
@@ -417,6 +427,38 @@ public final class WorkerAgent {
             default:
                 break
             }
+        }
+    }
+
+    /// One parameter shard of `step` is in the replica: the step starts when all are.
+    private func shardLanded(_ job: ActiveJob, step: Int, shardCount: Int) {
+        if step != job.receivedStep { job.receivedStep = step; job.received = 0 }
+        job.received += 1
+        job.shardCount = shardCount
+        if job.received == job.shardCount { stepParametersArrived(job, step: step) }
+    }
+
+    /// The coordinator offers shared-memory segments (this worker is on its host): mapped and
+    /// answered, or, if anything is off, left unanswered (shards keep going through the socket).
+    private func mapSharedMemory(_ job: ActiveJob, _ notice: Notice) {
+        do {
+            let offer = try notice.decodeBody(as: TrainingNotice.SharedMemory.self)
+            guard offer.job == job.assignment.job, offer.parameterCount == job.model.parameterCount, job.reducer == nil,
+                  job.assignment.site == nil, ipc != nil else { return }
+            // Only segments where the coordinator makes them, named as it names them.
+            for path in [offer.parameters, offer.contributions] {
+                let url = URL(fileURLWithPath: path)
+                guard url.deletingLastPathComponent().path == SharedSegment.directory, url.lastPathComponent.hasPrefix("cohort-") else {
+                    throw TrainingError("segment \(path) is not a Cohort segment in \(SharedSegment.directory)")
+                }
+            }
+            let parameters = try SharedSegment(opening: offer.parameters, elements: offer.parameterCount, shards: offer.shardCount)
+            let contributions = try SharedSegment(opening: offer.contributions, elements: offer.parameterCount, shards: 0)
+            (job.sharedParameters, job.sharedContributions) = (parameters, contributions)
+            try sendNotice(job.data, NoticeKind.sharedMemory, offer)
+            logger.info("shards through shared memory", metadata: ["job.id": "\(offer.job)", "parameters": "\(offer.parameters)"])
+        } catch {
+            logger.warning("cannot use the coordinator's shared memory; shards stay on the ipc socket", metadata: ["error": "\(error)"])
         }
     }
 
@@ -541,6 +583,12 @@ public final class WorkerAgent {
         for k in 0..<outbox.shardCount {
             let range = outbox.range(k)
             let header = contributionHeader(job, step: step, shard: k, of: outbox, samples: samples)
+            if let segment = job.sharedContributions, job.uplink.encoding == .fp32 {
+                // Into our segment, then the header alone: the coordinator reads it there.
+                (segment.floats + range.lowerBound).update(from: source + range.lowerBound, count: range.count)
+                try send(job.data, [.bytes(Message.sharedShard(header).encode())])
+                continue
+            }
             let payload: OutboundFrame
             if job.uplink.encoding == .fp32, let owner = zeroCopyOwner {
                 payload = .zeroCopy(UnsafeRawBufferPointer(start: source + range.lowerBound, count: range.count * 4), owner: owner)

@@ -19,6 +19,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "The address clients and workers are told to use (hello, join tokens). Default: --listen's.") var advertise: String?
     @Flag(help: "Serve tcp without CURVE: anyone on the network can read and send everything. Testing only.") var plaintext = false
     @Flag(help: "Offer workers on this host an ipc data endpoint (DATA_DIR/ipc, mode 0700): faster than tcp.") var ipc = false
+    @Flag(help: "With --ipc: send every shard's bytes through the ipc socket instead of shared memory.") var noSharedMemory = false
     @Option(help: "Checkpoints kept per job (the newest).") var keepCheckpoints: Int?
     @Option(help: "Seconds added to each step's deadline before late members are dropped from the step.") var deadlineSlack: Double?
     @Option(help: "Seconds between worker heartbeats.") var heartbeatInterval: Double?
@@ -51,6 +52,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             registry: Registry(heartbeatInterval: heartbeatInterval ?? file.heartbeatInterval ?? 1,
                                missedHeartbeats: missedHeartbeats ?? file.missedHeartbeats ?? 5))
         settings.ipc = ipc || (file.ipc ?? false)
+        settings.sharedMemory = !noSharedMemory
         settings.keepCheckpoints = keepCheckpoints ?? file.keepCheckpoints ?? 3
         settings.deadlineSlack = deadlineSlack ?? file.deadlineSlack ?? 0.5
         guard settings.deadlineSlack >= 0 && settings.deadlineSlack <= 3600 else {

@@ -14,6 +14,8 @@ struct CodecTests {
                            elementOffset: 524_288, elementCount: 262_144, sampleCount: 64)),
         .shard(ShardHeader(job: 1, step: 0, kind: .parameters, encoding: .bf16, shard: 0, shardCount: 1,
                            elementOffset: 0, elementCount: 0, sampleCount: 0)),
+        .sharedShard(ShardHeader(job: 3, step: 99, kind: .parameters, encoding: .fp32, shard: 2, shardCount: 5,
+                                 elementOffset: 524_288, elementCount: 262_144, sampleCount: 0)),
         .error(ErrorMessage(code: .versionMismatch, message: "版本不同 – version differs")),
     ]
 
@@ -69,6 +71,21 @@ struct CodecTests {
         #expect(throws: WireError.frameCount(message: "shard", expected: 2, got: 1)) {
             try envelope.withUnsafeBytes { try Message.decode(frames: [$0]) }
         }
+    }
+
+    /// A shared-memory shard is its header alone, and carries fp32 only.
+    @Test func aSharedShardHasNoPayloadFrameAndCarriesFP32() throws {
+        var header = ShardHeader(job: 1, step: 1, kind: .gradient, encoding: .fp32, shard: 0, shardCount: 1,
+                                 elementOffset: 0, elementCount: 10, sampleCount: 4)
+        let envelope = Message.sharedShard(header).encode()
+        #expect(try envelope.withUnsafeBytes { try Message.decode(frames: [$0]) } == .sharedShard(header))
+        #expect(throws: WireError.frameCount(message: "sharedShard", expected: 1, got: 2)) {
+            try envelope.withUnsafeBytes { e in try [UInt8](repeating: 0, count: 40).withUnsafeBytes { try Message.decode(frames: [e, $0]) } }
+        }
+        header.encoding = .bf16
+        let bf16 = Message.sharedShard(header).encode()
+        let error = #expect(throws: WireError.self) { try bf16.withUnsafeBytes { try Message.decode($0) } }
+        #expect(error?.description.contains("sharedShard.encoding") == true, "\(String(describing: error))")
     }
 
     @Test func shardIndexMustBeBelowShardCount() {

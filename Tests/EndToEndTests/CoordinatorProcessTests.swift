@@ -17,8 +17,12 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     /// them, unless a test is about dropping.
     let deadlineSlack: Double
 
-    init(dataDir: String? = nil, ipc: Bool = false, deadlineSlack: Double = 2) throws {
+    /// With `ipc`: shards through the ipc socket instead of shared memory (`--no-shared-memory`).
+    let socketsOnly: Bool
+
+    init(dataDir: String? = nil, ipc: Bool = false, socketsOnly: Bool = false, deadlineSlack: Double = 2) throws {
         self.ipc = ipc
+        self.socketsOnly = socketsOnly
         self.deadlineSlack = deadlineSlack
         self.dataDir = try dataDir ?? TestSupport.temporaryDirectory("coordinator").path
         port = freePortTriple()
@@ -28,7 +32,7 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     func start() throws {
         daemon = try Daemon(try cohortBinary(), ["coordinator", "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)",
                                                   "--heartbeat-interval", "0.2", "--missed-heartbeats", "10",
-                                                  "--deadline-slack", "\(deadlineSlack)"] + (ipc ? ["--ipc"] : []),
+                                                  "--deadline-slack", "\(deadlineSlack)"] + (ipc ? ["--ipc"] : []) + (socketsOnly ? ["--no-shared-memory"] : []),
                             logPath: dataDir + "/coordinator.log")
     }
 

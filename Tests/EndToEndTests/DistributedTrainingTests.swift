@@ -72,19 +72,42 @@ struct DistributedTrainingTests {
     }
 
     /// Workers on the coordinator's host take the ipc data endpoint (named by the session id of
-    /// their CURVE registration) and train exactly as over tcp.
-    @Test func workersOnTheCoordinatorsHostUseIPCAndMatchOneProcess() async throws {
-        let c = try CoordinatorProcess(ipc: true)
+    /// their CURVE registration) and train exactly as over tcp: with their shards in shared
+    /// memory (the default) and with every byte through the ipc socket.
+    @Test(arguments: [false, true])
+    func workersOnTheCoordinatorsHostUseIPCAndMatchOneProcess(socketsOnly: Bool) async throws {
+        let c = try CoordinatorProcess(ipc: true, socketsOnly: socketsOnly)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
         let id = try await submit(c, Self.equivalenceSpec + "\ncluster: {min-workers: 2}\n")
         let job = try await waitForJob(c, id, until: ["completed", "failed"])
         #expect(job.state == "completed", "\(job.reason ?? "")")
-        for w in workers { #expect(w.log.contains("data=ipc"), "\(w.log.suffix(500))") }
+        for w in workers {
+            #expect(w.log.contains("data=ipc"), "\(w.log.suffix(500))")
+            #expect(w.log.contains("shards through shared memory") != socketsOnly, "\(w.log.suffix(800))")
+        }
         let mode = try FileManager.default.attributesOfItem(atPath: c.dataDir + "/ipc")[.posixPermissions] as? Int
         #expect(mode == 0o700, "only the coordinator's user may open the ipc directory")
         let relative = try await relativeDistanceToOneProcess(c, id)
         #expect(relative <= 1e-5, "‖θ₂ − θ₁‖ / ‖θ₁‖ = \(relative)")
+        // What went over the socket: the gradients themselves, or headers alone.
+        let parameters: Int = 64 * 64 + 64 + 64 * 10 + 10
+        let gradientBytes = Double(4 * parameters * 50)
+        let sent = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "bytes_sent_per_worker"))
+        if socketsOnly {
+            #expect(sent > gradientBytes, "\(sent) bytes sent, gradients alone are \(gradientBytes)")
+        } else {
+            #expect(sent < 0.2 * gradientBytes, "\(sent) bytes sent through the socket; the gradients (\(gradientBytes)) should be in shared memory")
+        }
+        // The run's segments are gone with it.
+        let log = try String(contentsOfFile: c.dataDir + "/coordinator.log", encoding: .utf8)
+        let offered = log.split(separator: "\n").first { $0.contains("shared memory offered") }
+        #expect((offered != nil) != socketsOnly, "\(log.suffix(800))")
+        let tag = offered.flatMap { $0.split(separator: " ").first { $0.hasPrefix("segments=") } }
+            .map { URL(fileURLWithPath: String($0.dropFirst("segments=".count).dropLast())).lastPathComponent } ?? "-"
+        #expect(tag.hasPrefix("cohort-") != socketsOnly, "segments named in \(offered ?? "")")
+        let left = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix(tag) }
+        #expect(left.isEmpty, "segments left behind: \(left)")
         withExtendedLifetime(workers) {}
     }
 
@@ -230,8 +253,11 @@ extension DistributedTrainingTests {
         throw TestSupportError("job \(id) never reached step \(step)")
     }
 
-    @Test func killingAWorkerMidJobDoesNotStopTheJob() async throws {
-        let c = try CoordinatorProcess()
+    /// Over tcp, and on the coordinator's host with shared memory (the run restarts without
+    /// the victim, with new segments).
+    @Test(arguments: [false, true])
+    func killingAWorkerMidJobDoesNotStopTheJob(ipc: Bool) async throws {
+        let c = try CoordinatorProcess(ipc: ipc)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let workers = try await startWorkers(c, [("pku-01", "pku"), ("pku-02", "pku"), ("sjtu-01", "sjtu")])
         try await Task.sleep(for: .seconds(1)) // let all three register, so the job takes three

@@ -39,6 +39,12 @@ final class JobRun {
     var dataIdentity: [String: [UInt8]] = [:]
     /// Members whose data connection is the ipc endpoint.
     var dataOverIPC: [String: Bool] = [:]
+    /// Shared memory with members on this host: the parameter segment (written here, one for
+    /// the run), each member's contribution segment once it has mapped it (`shared`), and the
+    /// ones offered and not yet answered.
+    var parameterSegment: SharedSegment?
+    var shared: [String: SharedSegment] = [:]
+    var offered: [String: SharedSegment] = [:]
     var state: TrainingState?
     var aggregator: StepAggregator?
     var completedShards = 0
@@ -221,6 +227,41 @@ final class JobRun {
         }
     }
 
+    /// Whether this job's shards may go through shared memory: fp32 both ways, no overlap (a
+    /// worker rewrites its contribution segment only after the parameters it waits for came,
+    /// which with overlap it does not wait for).
+    var sharedMemoryFits: Bool {
+        encoding == .fp32 && downlink.encoding == .fp32 && !spec.training.overlap
+    }
+
+    /// Offers every member on the ipc endpoint (outside a site's reduction) segments named
+    /// `prefix`…: one for the run's parameters, one per member for its contributions. A member
+    /// uses them once it answers; until then its shards go through the socket.
+    func offerSharedMemory(prefix: String, on ipc: Socket) throws {
+        guard sharedMemoryFits, let state, let aggregator else { return }
+        let candidates = uplink.filter { dataOverIPC[$0] == true && site[$0] == nil && dataIdentity[$0] != nil }
+        guard !candidates.isEmpty else { return }
+        let n = state.model.parameterCount, shards = aggregator.layout.shardCount
+        let tag = "\(prefix)\(job)-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let parameters = try SharedSegment(creating: "\(tag)-parameters", elements: n, shards: shards)
+        parameterSegment = parameters
+        for member in candidates {
+            guard let rank = members.firstIndex(of: member), let identity = dataIdentity[member] else { continue }
+            let segment = try SharedSegment(creating: "\(tag)-\(rank)", elements: n, shards: 0)
+            let body = TrainingNotice.SharedMemory(job: job, parameters: parameters.path, contributions: segment.path,
+                                                   parameterCount: n, shardCount: shards)
+            try ipc.send([.bytes(identity), .bytes(Message.notice(try Notice(kind: NoticeKind.sharedMemory, json: body)).encode())])
+            offered[member] = segment
+        }
+    }
+
+    /// A member mapped its segments: from now on its shards and parameters go through them.
+    func sharedMemoryAccepted(by member: String, _ answer: TrainingNotice.SharedMemory) {
+        guard let segment = offered[member], answer.contributions == segment.path else { return }
+        offered[member] = nil
+        shared[member] = segment
+    }
+
     /// The data socket a member attached on (ipc on the coordinator's host, else tcp).
     private func dataSocket(_ member: String, _ tcp: Socket, _ ipc: Socket?) -> Socket {
         dataOverIPC[member] == true ? (ipc ?? tcp) : tcp
@@ -228,11 +269,22 @@ final class JobRun {
 
     private func send(_ header: ShardHeader, _ payload: UnsafeRawBufferPointer, owner: any AnyObject & Sendable, on tcp: Socket, ipc: Socket?) {
         let envelope = Message.shard(header).encode()
+        var published = false
         for member in uplink {
             guard let identity = dataIdentity[member] else { continue }
             let socket = dataSocket(member, tcp, ipc)
             do {
-                if lagging.contains(member) {
+                if let segment = parameterSegment, shared[member] != nil, !lagging.contains(member),
+                   header.kind == .parameters, header.encoding == .fp32, let source = payload.baseAddress {
+                    // Written once into the parameter segment (under its sequence lock, so that
+                    // a member that fell behind sees a rewrite instead of a torn shard).
+                    if !published {
+                        segment.publish(shard: Int(header.shard), step: Int(header.step), from: source.assumingMemoryBound(to: Float.self),
+                                        offset: Int(header.elementOffset), count: Int(header.elementCount))
+                        published = true
+                    }
+                    try socket.send([.bytes(identity), .bytes(Message.sharedShard(header).encode())])
+                } else if lagging.contains(member) {
                     try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
                 } else {
                     try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: owner)])
