@@ -283,6 +283,7 @@ print("are threads on one 2-core host (loopback), plaintext unless the case says
 print("run right before and right after each row; the ratios use the mean of the two. Like for like:")
 print("  mean    the hub sends the fused mean back              vs gloo all_reduce (every rank ends with the mean)")
 print("  +SGD    the hub steps SGD momentum, sends parameters   vs gloo all_reduce + SGD momentum step on each rank (a DDP step)")
+print("  shm: ipc carries the headers, the elements go through /dev/shm segments (what --ipc does for fp32 jobs); ipc: every byte on the socket")
 print("  bf16 up: bf16 gradients, fp32 parameters down; bf16⇅: bf16 both ways (+SGD: θ − θ̃ down, as training.downlink-encoding:")
 print("  bf16 does; mean: the mean in bf16, as a bf16-compressed all_reduce does)")
 struct Case {
