@@ -195,7 +195,8 @@ extension CoordinatorLoop {
         let outcome = withExtendedLifetime(frames) {
             aggregator.contribute(from: member, header: header, payload: payload, owner: owner)
         }
-        let bytes = frames[1].count + payload.count
+        // What crossed the socket: a shared-memory shard's elements did not.
+        let bytes = frames.dropFirst().reduce(0) { $0 + $1.count }
         switch outcome {
         case .failure(.staleStep) where run.spec.training.overlap && header.step == aggregator.step + UInt64(run.spec.stepsPerRound)
             && run.uplink.contains(member) && run.early.count < run.uplink.count * aggregator.layout.shardCount:
@@ -233,11 +234,11 @@ extension CoordinatorLoop {
             guard let deadline = run.deadline(slack: settings.deadlineSlack), now > deadline, let aggregator = run.aggregator else { continue }
             let late = Set(run.uplink.filter { (run.shardsFrom[$0] ?? 0) < aggregator.layout.shardCount })
             guard !late.isEmpty else { continue }
-            var closed: [Int] = []
-            for k in 0..<aggregator.layout.shardCount where !aggregator.isComplete(shard: k) {
-                if aggregator.close(shard: k) { closed.append(k) }
-            }
-            guard closed.count + run.completedShards == aggregator.layout.shardCount else { continue } // nobody sent some shard: wait
+            let open = (0..<aggregator.layout.shardCount).filter { !aggregator.isComplete(shard: $0) }
+            // A shard nobody sent cannot close: wait, and close none (a shard closed now would
+            // be complete without its optimizer step, and the step could never end).
+            guard open.allSatisfy({ !aggregator.arrived(shard: $0).isEmpty }) else { continue }
+            let closed = open.filter { aggregator.close(shard: $0) }
             run.droppedThisStep = late
             run.lagging.formUnion(late)
             let step = run.state?.step ?? 0

@@ -86,16 +86,20 @@ public final class SharedSegment: @unchecked Sendable { // its memory is shared 
         return base.assumingMemoryBound(to: UInt64.self) + k
     }
 
+    /// The sequence word of a whole shard written for `step`: even, and never the zero a fresh
+    /// segment starts with.
+    static func version(_ step: Int) -> UInt64 { UInt64(step + 1) << 1 }
+
     /// Writes `count` Floats from `source` at element `offset` as version `step` of shard k.
     public func publish(shard k: Int, step: Int, from source: UnsafePointer<Float>, offset: Int, count: Int) {
         precondition(offset >= 0 && count >= 0 && offset + count <= elements, "elements \(offset)+\(count) of \(elements)")
-        cohort_seqlock_write(sequence(k), UInt64(step) << 1, floats + offset, source, count * 4)
+        cohort_seqlock_write(sequence(k), Self.version(step), floats + offset, source, count * 4)
     }
 
     /// Copies shard k's `count` Floats at element `offset` into `destination` if the shard holds
     /// version `step` and was not rewritten meanwhile; false otherwise (nothing usable copied).
     public func read(shard k: Int, step: Int, offset: Int, count: Int, into destination: UnsafeMutablePointer<Float>) -> Bool {
         guard offset >= 0, count >= 0, offset + count <= elements, k >= 0, k < shards else { return false }
-        return cohort_seqlock_read(sequence(k), UInt64(step) << 1, destination, floats + offset, count * 4) != 0
+        return cohort_seqlock_read(sequence(k), Self.version(step), destination, floats + offset, count * 4) != 0
     }
 }

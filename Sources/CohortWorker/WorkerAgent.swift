@@ -404,7 +404,8 @@ public final class WorkerAgent {
                 shardLanded(job, step: Int(h.step), shardCount: Int(h.shardCount))
             case let .sharedShard(h) where h.kind == .parameters && h.job == UInt64(job.assignment.job):
                 // The parameters are in the shared segment; a shard the coordinator has since
-                // rewritten (this worker fell behind) is not taken: newer ones follow.
+                // rewritten (this worker fell behind) does not count (what the copy left in the
+                // replica is overwritten before the step can start): newer ones follow.
                 let offset = Int(h.elementOffset), count = Int(h.elementCount)
                 guard let segment = job.sharedParameters, offset + count <= job.model.parameterCount,
                       segment.read(shard: Int(h.shard), step: Int(h.step), offset: offset, count: count, into: job.replica.baseAddress + offset)
@@ -454,8 +455,8 @@ public final class WorkerAgent {
             }
             let parameters = try SharedSegment(opening: offer.parameters, elements: offer.parameterCount, shards: offer.shardCount)
             let contributions = try SharedSegment(opening: offer.contributions, elements: offer.parameterCount, shards: 0)
+            try sendNotice(job.data, NoticeKind.sharedMemory, offer) // before any shard that relies on it
             (job.sharedParameters, job.sharedContributions) = (parameters, contributions)
-            try sendNotice(job.data, NoticeKind.sharedMemory, offer)
             logger.info("shards through shared memory", metadata: ["job.id": "\(offer.job)", "parameters": "\(offer.parameters)"])
         } catch {
             logger.warning("cannot use the coordinator's shared memory; shards stay on the ipc socket", metadata: ["error": "\(error)"])

@@ -12,10 +12,16 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
     let stop = Atomic<Bool>(false)
     let done = DispatchSemaphore(value: 0)
 
+    /// With `partial`, from step `fromStep` on it sends the first `now` shards of a (zero)
+    /// gradient as soon as a step's parameters are in and the rest `later` seconds after; before
+    /// that step, all at once.
+    /// It reports (empty) test metrics for step `lastStep`, as a worker does when a job ends.
+    struct Partial: Sendable { let now: Int; let later: Double; let fromStep: UInt64; let lastStep: UInt64 }
+
     /// With `hostile`, it answers every step's parameters with poison instead of silence: a
     /// gradient full of NaN, one of the wrong size, one for a stale step, one for another job.
     init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?,
-         hostile: Bool = false) throws {
+         hostile: Bool = false, partial: Partial? = nil) throws {
         let keys = try CurveKeyPair.load(from: keyPath)
         Thread { [self] in
             defer { done.signal() }
@@ -30,6 +36,12 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                                            json: RegisterRequest(name: "stuck", institution: "", cores: 4, memoryBytes: 1 << 30))
             if let register { try? control.send(Message.apiRequest(register).encode()) }
             var sequence: UInt64 = 0
+            var landed: [UInt64: [ShardHeader]] = [:] // parameter shards per step (partial)
+            var pending: [(at: Date, header: ShardHeader)] = []
+            func sendZeros(_ h: ShardHeader) {
+                let zeros = [Float](repeating: 0, count: Int(h.elementCount)).withUnsafeBytes { Array($0) }
+                try? data.send([.bytes(Message.shard(h).encode()), .bytes(zeros)])
+            }
             while !stop.load(ordering: .relaxed) {
                 sequence += 1
                 try? control.send(Message.heartbeat(Heartbeat(sequence: sequence, sentAtNanos: 0)).encode(), dontWait: true)
@@ -45,6 +57,23 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                     }
                 }
                 while let frames = try? data.receive(dontWait: true) { // parameters arrive
+                    if let partial, frames.count == 2, case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }) {
+                        landed[p.step, default: []].append(p)
+                        guard landed[p.step]!.count == Int(p.shardCount) else { continue }
+                        if p.step == partial.lastStep,
+                           let m = try? Notice(kind: NoticeKind.metrics, json: TrainingNotice.Metrics(job: Int64(p.job), step: Int(p.step), lossSum: 0, correct: 0, count: 1)) {
+                            try? control.send(Message.notice(m).encode())
+                            continue
+                        }
+                        for q in landed.removeValue(forKey: p.step)!.sorted(by: { $0.shard < $1.shard }) {
+                            let h = ShardHeader(job: q.job, step: q.step, kind: .gradient, encoding: .fp32, shard: q.shard, shardCount: q.shardCount,
+                                                elementOffset: q.elementOffset, elementCount: q.elementCount, sampleCount: 16)
+                            if q.step < partial.fromStep || Int(q.shard) < partial.now { sendZeros(h) } else {
+                                pending.append((Date().addingTimeInterval(partial.later), h))
+                            }
+                        }
+                        continue
+                    }
                     guard hostile, frames.count == 2,
                           case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }) else { continue }
                     let n = Int(p.elementCount)
@@ -61,7 +90,8 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                     header.job = p.job + 100
                     try? data.send([.bytes(Message.shard(header).encode()), .bytes(huge)])
                 }
-                Thread.sleep(forTimeInterval: 0.1)
+                while let first = pending.first, first.at <= Date() { sendZeros(first.header); pending.removeFirst() }
+                Thread.sleep(forTimeInterval: partial == nil ? 0.1 : 0.01)
             }
         }.start()
     }
@@ -106,6 +136,48 @@ struct StallingWorkerTests {
         let events = try await DistributedTrainingTests().events(c, id)
         #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("stuck") })
         withExtendedLifetime((real, stuck)) {}
+    }
+
+    /// At a deadline, some shards have contributions and one has none (every member is still
+    /// sending). The step must wait for that shard and then close all of them together: closing
+    /// the others at once left them complete without their optimizer step, and the step never
+    /// ended. Two fake members (3 shards of 1,024 elements): one holds back its last shard,
+    /// the other everything.
+    @Test func aDeadlineWhileAShardHasNoContributionWaitsForItAndThenClosesTheStep() async throws {
+        let c = try CoordinatorProcess(deadlineSlack: 0.3)
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let manifest = try String(contentsOfFile: DataRoot.resolve().appendingPathComponent("digits/dataset.yaml").path, encoding: .utf8)
+        let hash = manifest.split(separator: "\n").first { $0.hasPrefix("content-hash:") }
+            .map { $0.dropFirst("content-hash:".count).trimmingCharacters(in: .whitespaces) }
+        var fakes: [StallingWorker] = []
+        for (name, institution, partial) in [("slow-tail", "mit", StallingWorker.Partial(now: 2, later: 1.5, fromStep: 3, lastStep: 6)),
+                                             ("slower", "eth", StallingWorker.Partial(now: 0, later: 2.5, fromStep: 3, lastStep: 6))] {
+            let token = try await c.cli(["admin", "token", "--institution", institution, "--role", "worker"])
+            let key = c.dataDir + "/\(name)/key"
+            let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", name],
+                                               environment: [:], timeout: 30)
+            #expect(enrolled.status == 0, "\(enrolled.stderr)")
+            fakes.append(try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
+                                            serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
+                                            model: .mlp(.init(inputs: 64, hidden: [32], classes: 10)), contentHash: hash, partial: partial))
+        }
+        try await Task.sleep(for: .seconds(1))
+        let spec = """
+            name: ragged
+            model: {kind: mlp, hidden: [32]}
+            data: {dataset: digits}
+            optimizer: {kind: sgd, lr: 0.1}
+            training: {steps: 6, global-batch-size: 32, shard-size-kib: 4}
+            eval-every: 0
+            seed: 3
+            cluster: {min-workers: 2}
+            """
+        let id = try await DistributedTrainingTests().submit(c, spec)
+        let job = try await DistributedTrainingTests().waitForJob(c, id, until: ["completed", "failed"], timeout: 60)
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let events = try await DistributedTrainingTests().events(c, id)
+        #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("slower") }, "\(events.map(\.kind))")
+        withExtendedLifetime(fakes) {}
     }
 
     @Test func poisonedShardsInsideAValidSessionAreRejectedAndTheResultIsUnaffected() async throws {

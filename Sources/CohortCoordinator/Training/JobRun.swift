@@ -243,14 +243,19 @@ final class JobRun {
         guard !candidates.isEmpty else { return }
         let n = state.model.parameterCount, shards = aggregator.layout.shardCount
         let tag = "\(prefix)\(job)-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        // Every segment first: if one cannot be made (a full /dev/shm), nobody is offered any.
         let parameters = try SharedSegment(creating: "\(tag)-parameters", elements: n, shards: shards)
-        parameterSegment = parameters
+        var segments: [(member: String, identity: [UInt8], segment: SharedSegment)] = []
         for member in candidates {
             guard let rank = members.firstIndex(of: member), let identity = dataIdentity[member] else { continue }
-            let segment = try SharedSegment(creating: "\(tag)-\(rank)", elements: n, shards: 0)
+            segments.append((member, identity, try SharedSegment(creating: "\(tag)-\(rank)", elements: n, shards: 0)))
+        }
+        parameterSegment = parameters
+        for (member, identity, segment) in segments {
             let body = TrainingNotice.SharedMemory(job: job, parameters: parameters.path, contributions: segment.path,
                                                    parameterCount: n, shardCount: shards)
-            try ipc.send([.bytes(identity), .bytes(Message.notice(try Notice(kind: NoticeKind.sharedMemory, json: body)).encode())])
+            guard (try? ipc.send([.bytes(identity), .bytes(Message.notice(try Notice(kind: NoticeKind.sharedMemory, json: body)).encode())])) != nil
+            else { continue }
             offered[member] = segment
         }
     }
@@ -283,7 +288,11 @@ final class JobRun {
                                         offset: Int(header.elementOffset), count: Int(header.elementCount))
                         published = true
                     }
-                    try socket.send([.bytes(identity), .bytes(Message.sharedShard(header).encode())])
+                    let header = Message.sharedShard(header).encode()
+                    try socket.send([.bytes(identity), .bytes(header)])
+                    bytesOut += header.count
+                    memberBytesOut[member, default: 0] += header.count
+                    continue
                 } else if lagging.contains(member) {
                     try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
                 } else {
