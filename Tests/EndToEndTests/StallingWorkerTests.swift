@@ -104,23 +104,39 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
 
 @Suite(.tags(.integration), .serialized, .timeLimit(.minutes(3)))
 struct StallingWorkerTests {
-    @Test func aWorkerThatHeartbeatsButNeverSendsItsShardsDoesNotStallTheJob() async throws {
-        let c = try CoordinatorProcess(deadlineSlack: 0.3)
-        try await onDedicatedThread { _ = try c.waitUntilServing() }
-        let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
-        let token = try await c.cli(["admin", "token", "--institution", "mit", "--role", "worker"])
-        let stuckKey = c.dataDir + "/stuck/key"
-        let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", stuckKey, "--name", "stuck"],
+    /// Enrols a fake member of `institution` and starts it on an MLP 64-hidden-10 over digits.
+    func fake(_ c: CoordinatorProcess, _ name: String, _ institution: String, hidden: Int,
+              hostile: Bool = false, partial: StallingWorker.Partial? = nil) async throws -> StallingWorker {
+        let token = try await c.cli(["admin", "token", "--institution", institution, "--role", "worker"])
+        let key = c.dataDir + "/\(name)/key"
+        let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", name],
                                            environment: [:], timeout: 30)
         #expect(enrolled.status == 0, "\(enrolled.stderr)")
         let manifest = try String(contentsOfFile: DataRoot.resolve().appendingPathComponent("digits/dataset.yaml").path, encoding: .utf8)
         let hash = manifest.split(separator: "\n").first { $0.hasPrefix("content-hash:") }
             .map { $0.dropFirst("content-hash:".count).trimmingCharacters(in: .whitespaces) }
-        let stuck = try StallingWorker(keyPath: stuckKey, address: try CoordinatorAddress(parsing: c.address),
-                                       serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
-                                       model: .mlp(.init(inputs: 64, hidden: [32], classes: 10)), contentHash: hash)
+        return try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
+                                  serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
+                                  model: .mlp(.init(inputs: 64, hidden: [hidden], classes: 10)), contentHash: hash,
+                                  hostile: hostile, partial: partial)
+    }
+
+    /// Submits `spec`, waits for it to end (it must complete), and returns its id and events.
+    func complete(_ c: CoordinatorProcess, _ spec: String, timeout: Double) async throws -> (Int64, [EventView]) {
+        let d = DistributedTrainingTests()
+        let id = try await d.submit(c, spec)
+        let job = try await d.waitForJob(c, id, until: ["completed", "failed"], timeout: timeout)
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        return (id, try await d.events(c, id))
+    }
+
+    @Test func aWorkerThatHeartbeatsButNeverSendsItsShardsDoesNotStallTheJob() async throws {
+        let c = try CoordinatorProcess(deadlineSlack: 0.3)
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let stuck = try await fake(c, "stuck", "mit", hidden: 32)
         try await Task.sleep(for: .seconds(1))
-        let spec = """
+        let (_, events) = try await complete(c, """
             name: with-a-straggler
             model: {kind: mlp, hidden: [32]}
             data: {dataset: digits}
@@ -129,11 +145,7 @@ struct StallingWorkerTests {
             eval-every: 0
             seed: 5
             cluster: {min-workers: 3}
-            """
-        let id = try await DistributedTrainingTests().submit(c, spec)
-        let job = try await DistributedTrainingTests().waitForJob(c, id, until: ["completed", "failed"], timeout: 90)
-        #expect(job.state == "completed", "\(job.reason ?? "")")
-        let events = try await DistributedTrainingTests().events(c, id)
+            """, timeout: 90)
         #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("stuck") })
         withExtendedLifetime((real, stuck)) {}
     }
@@ -146,23 +158,10 @@ struct StallingWorkerTests {
     @Test func aDeadlineWhileAShardHasNoContributionWaitsForItAndThenClosesTheStep() async throws {
         let c = try CoordinatorProcess(deadlineSlack: 0.3)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
-        let manifest = try String(contentsOfFile: DataRoot.resolve().appendingPathComponent("digits/dataset.yaml").path, encoding: .utf8)
-        let hash = manifest.split(separator: "\n").first { $0.hasPrefix("content-hash:") }
-            .map { $0.dropFirst("content-hash:".count).trimmingCharacters(in: .whitespaces) }
-        var fakes: [StallingWorker] = []
-        for (name, institution, partial) in [("slow-tail", "mit", StallingWorker.Partial(now: 2, later: 1.5, fromStep: 3, lastStep: 6)),
-                                             ("slower", "eth", StallingWorker.Partial(now: 0, later: 2.5, fromStep: 3, lastStep: 6))] {
-            let token = try await c.cli(["admin", "token", "--institution", institution, "--role", "worker"])
-            let key = c.dataDir + "/\(name)/key"
-            let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", name],
-                                               environment: [:], timeout: 30)
-            #expect(enrolled.status == 0, "\(enrolled.stderr)")
-            fakes.append(try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
-                                            serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
-                                            model: .mlp(.init(inputs: 64, hidden: [32], classes: 10)), contentHash: hash, partial: partial))
-        }
+        let fakes = [try await fake(c, "slow-tail", "mit", hidden: 32, partial: .init(now: 2, later: 1.5, fromStep: 3, lastStep: 6)),
+                     try await fake(c, "slower", "eth", hidden: 32, partial: .init(now: 0, later: 2.5, fromStep: 3, lastStep: 6))]
         try await Task.sleep(for: .seconds(1))
-        let spec = """
+        let (_, events) = try await complete(c, """
             name: ragged
             model: {kind: mlp, hidden: [32]}
             data: {dataset: digits}
@@ -171,11 +170,7 @@ struct StallingWorkerTests {
             eval-every: 0
             seed: 3
             cluster: {min-workers: 2}
-            """
-        let id = try await DistributedTrainingTests().submit(c, spec)
-        let job = try await DistributedTrainingTests().waitForJob(c, id, until: ["completed", "failed"], timeout: 60)
-        #expect(job.state == "completed", "\(job.reason ?? "")")
-        let events = try await DistributedTrainingTests().events(c, id)
+            """, timeout: 60)
         #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("slower") }, "\(events.map(\.kind))")
         withExtendedLifetime(fakes) {}
     }
@@ -184,19 +179,9 @@ struct StallingWorkerTests {
         let c = try CoordinatorProcess(deadlineSlack: 0.3)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
-        let token = try await c.cli(["admin", "token", "--institution", "mit", "--role", "worker"])
-        let key = c.dataDir + "/mallory/key"
-        let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", "mallory"],
-                                           environment: [:], timeout: 30)
-        #expect(enrolled.status == 0, "\(enrolled.stderr)")
-        let manifest = try String(contentsOfFile: DataRoot.resolve().appendingPathComponent("digits/dataset.yaml").path, encoding: .utf8)
-        let hash = manifest.split(separator: "\n").first { $0.hasPrefix("content-hash:") }
-            .map { $0.dropFirst("content-hash:".count).trimmingCharacters(in: .whitespaces) }
-        let mallory = try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
-                                         serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
-                                         model: .mlp(.init(inputs: 64, hidden: [64], classes: 10)), contentHash: hash, hostile: true)
+        let mallory = try await fake(c, "mallory", "mit", hidden: 64, hostile: true)
         try await Task.sleep(for: .seconds(1))
-        let spec = """
+        let (id, events) = try await complete(c, """
             name: under-attack
             model: {kind: mlp, hidden: [64]}
             data: {dataset: digits}
@@ -205,11 +190,8 @@ struct StallingWorkerTests {
             eval-every: 0
             seed: 9
             cluster: {min-workers: 3}
-            """
-        let id = try await DistributedTrainingTests().submit(c, spec)
-        let job = try await DistributedTrainingTests().waitForJob(c, id, until: ["completed", "failed"], timeout: 90)
-        #expect(job.state == "completed", "\(job.reason ?? "")")
-        let rejections = try await DistributedTrainingTests().events(c, id).filter { $0.kind == "shard.rejected" }.map(\.detail)
+            """, timeout: 90)
+        let rejections = events.filter { $0.kind == "shard.rejected" }.map(\.detail)
         #expect(rejections.contains { $0.contains("NaN or infinity") }, "\(rejections.prefix(5))")
         let accuracy = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "test_accuracy"))
         #expect(accuracy > 0.8, "the poison never reached the model: accuracy \(accuracy)")
