@@ -126,7 +126,7 @@ extension CoordinatorLoop {
                                                    "parameters": "\(state.model.parameterCount)"])
         if settings.ipc && settings.sharedMemory, let ipcData {
             do {
-                try run.offerSharedMemory(prefix: settings.sharedMemoryPrefix, on: ipcData)
+                try run.offerSharedMemory(namePrefix: settings.sharedMemoryNamePrefix, on: ipcData)
                 if let segment = run.parameterSegment {
                     logger.info("shared memory offered", metadata: ["job.id": "\(run.job)", "segments": "\(segment.path.dropLast("parameters".count))*",
                                                                     "members": "\(run.offered.keys.sorted())"])

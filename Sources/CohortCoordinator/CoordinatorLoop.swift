@@ -97,7 +97,7 @@ final class CoordinatorLoop {
             chmod(dir, 0o700) // only the coordinator's user may open what is inside
             unlink(dir + "/data") // a stale socket file from a killed coordinator
             // Shared-memory segments a killed coordinator (of this data directory) left behind.
-            let prefix = URL(fileURLWithPath: settings.sharedMemoryPrefix).lastPathComponent
+            let prefix = settings.sharedMemoryNamePrefix
             for name in (try? FileManager.default.contentsOfDirectory(atPath: SharedSegment.directory)) ?? [] where name.hasPrefix(prefix) {
                 unlink(SharedSegment.directory + "/" + name)
             }

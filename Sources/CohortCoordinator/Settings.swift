@@ -1,3 +1,4 @@
+import CohortCompute
 import CohortSpec
 import CohortStore
 import CohortTransport
@@ -20,7 +21,7 @@ public struct CoordinatorSettings: Sendable {
     /// faster than tcp. Off where network namespaces share a host (they do not separate ipc).
     public var ipc = false
     /// With `ipc`: exchange fp32 shards with those workers through shared-memory segments in
-    /// DATA_DIR/ipc, only headers on the socket (sync jobs without overlap, fp32 both ways).
+    /// /dev/shm, only headers on the socket (fp32 both ways, no overlap).
     public var sharedMemory = true
     /// Checkpoints kept per job (the newest); older files are deleted after each new one.
     public var keepCheckpoints = 3
@@ -66,12 +67,10 @@ public struct CoordinatorSettings: Sendable {
     public var databasePath: String { dataDirectory + "/state.sqlite" }
     public var keyPath: String { dataDirectory + "/coordinator.key" }
     public var ipcDataEndpoint: String { "ipc://" + dataDirectory + "/ipc/data" }
-    /// The start of this coordinator's shared-memory segment paths: /dev/shm/cohort-, then a
-    /// hash of the data directory, so coordinators on one host never touch each other's.
-    public var sharedMemoryPrefix: String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325 // FNV-1a
-        for b in dataDirectory.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return SharedSegment.directory + "/cohort-" + String(h, radix: 16) + "-"
+    /// How this coordinator's shared-memory segment names start: `cohort-`, then a hash of the
+    /// data directory, so coordinators on one host never touch each other's segments.
+    public var sharedMemoryNamePrefix: String {
+        SharedSegment.namePrefix + ContentHash.sha256(bytes: Array(dataDirectory.utf8)).prefix(16) + "-"
     }
 }
 

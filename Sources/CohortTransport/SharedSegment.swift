@@ -70,6 +70,8 @@ public final class SharedSegment: @unchecked Sendable { // its memory is shared 
 
     /// Where segments are made: memory-backed, never a disk.
     public static let directory = "/dev/shm"
+    /// How every Cohort segment's file name starts (a worker maps no other file).
+    public static let namePrefix = "cohort-"
 
     deinit {
         munmap(base, byteCount)

@@ -444,12 +444,12 @@ public final class WorkerAgent {
     private func mapSharedMemory(_ job: ActiveJob, _ notice: Notice) {
         do {
             let offer = try notice.decodeBody(as: TrainingNotice.SharedMemory.self)
-            guard offer.job == job.assignment.job, offer.parameterCount == job.model.parameterCount, job.reducer == nil,
+            guard offer.job == job.assignment.job, offer.parameterCount == job.model.parameterCount,
                   job.assignment.site == nil, ipc != nil else { return }
             // Only segments where the coordinator makes them, named as it names them.
             for path in [offer.parameters, offer.contributions] {
                 let url = URL(fileURLWithPath: path)
-                guard url.deletingLastPathComponent().path == SharedSegment.directory, url.lastPathComponent.hasPrefix("cohort-") else {
+                guard url.deletingLastPathComponent().path == SharedSegment.directory, url.lastPathComponent.hasPrefix(SharedSegment.namePrefix) else {
                     throw TrainingError("segment \(path) is not a Cohort segment in \(SharedSegment.directory)")
                 }
             }

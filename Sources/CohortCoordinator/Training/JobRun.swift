@@ -234,21 +234,24 @@ final class JobRun {
         encoding == .fp32 && downlink.encoding == .fp32 && !spec.training.overlap
     }
 
-    /// Offers every member on the ipc endpoint (outside a site's reduction) segments named
-    /// `prefix`…: one for the run's parameters, one per member for its contributions. A member
-    /// uses them once it answers; until then its shards go through the socket.
-    func offerSharedMemory(prefix: String, on ipc: Socket) throws {
+    /// Offers every member on the ipc endpoint (outside a site's reduction) segments in
+    /// /dev/shm whose names start with `namePrefix`: one for the run's parameters, one per
+    /// member for its contributions. A member uses them once it answers; until then its shards
+    /// go through the socket.
+    func offerSharedMemory(namePrefix: String, on ipc: Socket) throws {
         guard sharedMemoryFits, let state, let aggregator else { return }
-        let candidates = uplink.filter { dataOverIPC[$0] == true && site[$0] == nil && dataIdentity[$0] != nil }
+        let candidates = uplink.compactMap { member -> (member: String, rank: Int, identity: [UInt8])? in
+            guard dataOverIPC[member] == true, site[member] == nil, let identity = dataIdentity[member],
+                  let rank = members.firstIndex(of: member) else { return nil }
+            return (member, rank, identity)
+        }
         guard !candidates.isEmpty else { return }
         let n = state.model.parameterCount, shards = aggregator.layout.shardCount
-        let tag = "\(prefix)\(job)-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let tag = "\(SharedSegment.directory)/\(namePrefix)\(job)-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         // Every segment first: if one cannot be made (a full /dev/shm), nobody is offered any.
         let parameters = try SharedSegment(creating: "\(tag)-parameters", elements: n, shards: shards)
-        var segments: [(member: String, identity: [UInt8], segment: SharedSegment)] = []
-        for member in candidates {
-            guard let rank = members.firstIndex(of: member), let identity = dataIdentity[member] else { continue }
-            segments.append((member, identity, try SharedSegment(creating: "\(tag)-\(rank)", elements: n, shards: 0)))
+        let segments = try candidates.map { c in
+            (c.member, c.identity, try SharedSegment(creating: "\(tag)-\(c.rank)", elements: n, shards: 0))
         }
         parameterSegment = parameters
         for (member, identity, segment) in segments {
@@ -274,35 +277,29 @@ final class JobRun {
 
     private func send(_ header: ShardHeader, _ payload: UnsafeRawBufferPointer, owner: any AnyObject & Sendable, on tcp: Socket, ipc: Socket?) {
         let envelope = Message.shard(header).encode()
-        var published = false
+        var sharedEnvelope: [UInt8]? // set once the shard is in the parameter segment
         for member in uplink {
             guard let identity = dataIdentity[member] else { continue }
-            let socket = dataSocket(member, tcp, ipc)
-            do {
-                if let segment = parameterSegment, shared[member] != nil, !lagging.contains(member),
-                   header.kind == .parameters, header.encoding == .fp32, let source = payload.baseAddress {
-                    // Written once into the parameter segment (under its sequence lock, so that
-                    // a member that fell behind sees a rewrite instead of a torn shard).
-                    if !published {
-                        segment.publish(shard: Int(header.shard), step: Int(header.step), from: source.assumingMemoryBound(to: Float.self),
-                                        offset: Int(header.elementOffset), count: Int(header.elementCount))
-                        published = true
-                    }
-                    let header = Message.sharedShard(header).encode()
-                    try socket.send([.bytes(identity), .bytes(header)])
-                    bytesOut += header.count
-                    memberBytesOut[member, default: 0] += header.count
-                    continue
-                } else if lagging.contains(member) {
-                    try socket.send([.bytes(identity), .bytes(envelope), .bytes(Array(payload))])
-                } else {
-                    try socket.send([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: owner)])
+            let frames: [OutboundFrame], bytes: Int
+            if let segment = parameterSegment, shared[member] != nil, !lagging.contains(member),
+               header.kind == .parameters, header.encoding == .fp32, let source = payload.baseAddress {
+                if sharedEnvelope == nil {
+                    // Written once, under the segment's sequence lock, so that a member that fell
+                    // behind sees a rewrite instead of a torn shard.
+                    segment.publish(shard: Int(header.shard), step: Int(header.step), from: source.assumingMemoryBound(to: Float.self),
+                                    offset: Int(header.elementOffset), count: Int(header.elementCount))
+                    sharedEnvelope = Message.sharedShard(header).encode()
                 }
-            } catch {
-                continue // a member that vanished: its heartbeats lapse and the run restarts without it
+                (frames, bytes) = ([.bytes(identity), .bytes(sharedEnvelope!)], sharedEnvelope!.count)
+            } else if lagging.contains(member) {
+                (frames, bytes) = ([.bytes(identity), .bytes(envelope), .bytes(Array(payload))], envelope.count + payload.count)
+            } else {
+                (frames, bytes) = ([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: owner)], envelope.count + payload.count)
             }
-            bytesOut += payload.count + envelope.count
-            memberBytesOut[member, default: 0] += payload.count + envelope.count
+            // A member that vanished: its heartbeats lapse and the run restarts without it.
+            guard (try? dataSocket(member, tcp, ipc).send(frames)) != nil else { continue }
+            bytesOut += bytes
+            memberBytesOut[member, default: 0] += bytes
         }
     }
 
