@@ -223,7 +223,7 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
     return sorted[sorted.count / 2]
 }
 
-/// `--case tcp|bf16|bf16x|ipc|shm|curve` with `--only SIZE,WORKERS`: that one column, printed alone
+/// `--case tcp|bf16|bf16x|ipc|shm|curve|floor|floor16` with `--only SIZE,WORKERS`: that one column, printed alone
 /// (for profiling one configuration; `--rounds N` runs more rounds).
 if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.first, let w = workerCounts.first {
     let ms: Double
@@ -236,7 +236,9 @@ if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.firs
     case "ipc": ms = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false, meanOnly: meanOnlyCase)
     case "shm": ms = try measure(workers: w, elements: n, ipc: true, encoding: .fp32, curve: false, meanOnly: meanOnlyCase, shared: true)
     case "curve": ms = try measure(workers: w, elements: n, ipc: false, encoding: .fp32, curve: true, meanOnly: meanOnlyCase)
-    default: fatalError("--case is one of tcp, bf16, bf16x, ipc, shm, curve")
+    case "floor": ms = try floorRound(workers: w, elements: n, encoding: .fp32)
+    case "floor16": ms = try floorRound(workers: w, elements: n, encoding: .bf16)
+    default: fatalError("--case is one of tcp, bf16, bf16x, ipc, shm, curve, floor, floor16")
     }
     getrusage(RUSAGE_SELF.rawValue, &after)
     func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
@@ -286,9 +288,13 @@ print("  +SGD    the hub steps SGD momentum, sends parameters   vs gloo all_redu
 print("  shm: ipc carries the headers, the elements go through /dev/shm segments (what --ipc does for fp32 jobs); ipc: every byte on the socket")
 print("  bf16 up: bf16 gradients, fp32 parameters down; bf16⇅: bf16 both ways (+SGD: θ − θ̃ down, as training.downlink-encoding:")
 print("  bf16 does; mean: the mean in bf16, as a bf16-compressed all_reduce does)")
+print("  floor: the same bytes as tcp fp32 / bf16⇅ over bare blocking sockets, a thread per direction and connection, no ZeroMQ,")
+print("  no arithmetic (BareStar.swift): what the kernel alone costs a hub on this host, set against all_reduce")
 struct Case {
     let name: String; let ipc: Bool; let encoding: ShardEncoding; let downlink: ShardEncoding; let curve: Bool; let meanOnly: Bool
     var shared = false
+    /// The bare-socket floor (BareStar): this case's bytes over plain tcp sockets, no work.
+    var floor = false
 }
 let cases = [
     Case(name: "tcp fp32 mean", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true),
@@ -301,7 +307,14 @@ let cases = [
     Case(name: "tcp bf16⇅ mean", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: true),
     Case(name: "tcp bf16⇅ +SGD", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: false),
     Case(name: "tcp fp32 CURVE +SGD", ipc: false, encoding: .fp32, downlink: .fp32, curve: true, meanOnly: false),
+    Case(name: "floor: fp32 bytes", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true, floor: true),
+    Case(name: "floor: bf16 bytes", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: true, floor: true),
 ]
+/// A floor row's milliseconds: the round's bytes (1 MiB shards of fp32, 512 KiB of bf16) over bare sockets.
+func floorRound(workers: Int, elements: Int, encoding: ShardEncoding) throws -> Double {
+    let bytesPer = encoding == .bf16 ? 2 : 4
+    return try BareStar.round(workers: workers, bytes: elements * bytesPer, chunk: (1 << 18) * bytesPer, rounds: rounds)
+}
 for n in sizes {
     for w in workerCounts {
         let before = gloo(elements: n, ranks: w)
@@ -310,8 +323,9 @@ for n in sizes {
         var runs = Array(repeating: [Double](), count: cases.count)
         for _ in 0..<passes {
             for (i, c) in cases.enumerated() {
-                runs[i].append(try measure(workers: w, elements: n, ipc: c.ipc, encoding: c.encoding, curve: c.curve,
-                                           downlink: c.downlink, meanOnly: c.meanOnly, shared: c.shared))
+                runs[i].append(c.floor ? try floorRound(workers: w, elements: n, encoding: c.encoding)
+                                       : try measure(workers: w, elements: n, ipc: c.ipc, encoding: c.encoding, curve: c.curve,
+                                                     downlink: c.downlink, meanOnly: c.meanOnly, shared: c.shared))
             }
         }
         let ms = runs.map { $0.sorted()[$0.count / 2] }
