@@ -2,8 +2,8 @@
 // sends its gradient as shards, the hub fuses each shard as it lands with the coordinator's
 // StepAggregator, applies SGD to that parameter shard, or not ("mean"), and sends it back
 // zero-copy; the round ends when every worker holds every new shard), beside torch.distributed
-// gloo all_reduce (and all_reduce + SGD, a DDP step) of the same sizes, run right before and
-// after each row. Workers and hub are threads of this process, each with its own ZeroMQ
+// gloo all_reduce (and all_reduce + SGD, a DDP step) of the same sizes, timed right before and
+// after every case. Workers and hub are threads of this process, each with its own ZeroMQ
 // context, on loopback. Release mode:
 //
 //     swift build -c release && .build/release/cohort-bench-aggregation   (it also runs the cohort binary)
@@ -248,31 +248,63 @@ if let i = args.firstIndex(of: "--case"), i + 1 < args.count, let n = sizes.firs
     exit(0)
 }
 
-// torch.distributed gloo all_reduce of the same size and ranks, run right before and right after
-// each row's Cohort cases (this host is shared and its speed drifts over minutes: each row's
-// ratios compare against the mean of the two), when torch is importable.
+// torch.distributed gloo all_reduce of the same size and ranks, timed right before and right
+// after every Cohort case (this host is shared and its speed drifts by tens of percent within a
+// minute: each ratio compares against the gloo runs on either side of it), when torch is
+// importable. The ranks start once per row and wait for each `go`.
 let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("gloo_allreduce.py").path
 var glooNote = ""
 
-/// gloo's (all_reduce, all_reduce + SGD) medians in ms, or nil (glooNote says why).
-@MainActor func gloo(elements: Int, ranks: Int) -> (plain: Double, sgd: Double)? {
-    guard glooNote.isEmpty else { return nil }
-    let python = Process()
-    python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    python.arguments = ["python3", script, "--ranks", "\(ranks)", "\(elements)"]
-    let pipe = Pipe()
-    python.standardOutput = pipe
-    python.standardError = FileHandle.nullDevice
-    do { try python.run() } catch { glooNote = "skip: python3 not found"; return nil }
-    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    python.waitUntilExit()
-    for line in out.split(separator: "\n") {
-        let f = line.split(separator: " ")
-        if f.count == 4, let plain = Double(f[2]), let sgd = Double(f[3]) { return (plain, sgd) }
-        if line.hasPrefix("skip") { glooNote = String(line) }
+/// `gloo_allreduce.py --serve` for one size and rank count.
+@MainActor final class GlooServer {
+    private let python = Process()
+    private let input = Pipe(), output = Pipe()
+    private var pending = Data()
+
+    /// Nil, with glooNote saying why, when python or torch is missing or the ranks do not start.
+    init?(elements: Int, ranks: Int) {
+        guard glooNote.isEmpty else { return nil }
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", script, "--serve", "--ranks", "\(ranks)", "\(elements)"]
+        python.standardInput = input
+        python.standardOutput = output
+        python.standardError = FileHandle.nullDevice
+        do { try python.run() } catch {
+            glooNote = "skip: python3 not found"
+            return nil
+        }
+        let first = line()
+        guard first == "ready" else {
+            glooNote = first.flatMap { $0.hasPrefix("skip") ? $0 : nil } ?? "skip: gloo_allreduce.py --serve did not start (\(first ?? "no output"))"
+            stop()
+            return nil
+        }
     }
-    if glooNote.isEmpty { glooNote = "skip: gloo_allreduce.py printed no figure" }
-    return nil
+
+    /// gloo's (all_reduce, all_reduce + SGD) medians in ms, now.
+    func measure() -> (plain: Double, sgd: Double)? {
+        input.fileHandleForWriting.write(Data("go\n".utf8))
+        guard let f = line()?.split(separator: " "), f.count == 2, let plain = Double(f[0]), let sgd = Double(f[1]) else { return nil }
+        return (plain, sgd)
+    }
+
+    func stop() {
+        try? input.fileHandleForWriting.close()
+        python.waitUntilExit()
+    }
+
+    private func line() -> String? {
+        while true {
+            if let i = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let text = String(decoding: pending[pending.startIndex..<i], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...i)
+                return text
+            }
+            let more = output.fileHandleForReading.availableData
+            if more.isEmpty { return nil }
+            pending.append(more)
+        }
+    }
 }
 
 func label(_ n: Int) -> String { "\(n >> 20)M" }
@@ -282,7 +314,8 @@ func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0,
 print("Cohort aggregation round: every worker sends its gradient as 1 MiB shards, the hub fuses them as they land and")
 print("sends every worker the new shards, ms: the median of \(rounds) rounds, then of \(passes) interleaved passes; hub and workers")
 print("are threads on one 2-core host (loopback), plaintext unless the case says CURVE. Beside it, torch.distributed gloo (Benchmarks/gloo_allreduce.py),")
-print("run right before and right after each row; the ratios use the mean of the two. Like for like:")
+print("timed right before and right after every case; a ratio is the median over the passes of the case against the mean of the")
+print("gloo runs on either side of it. Like for like:")
 print("  mean    the hub sends the fused mean back              vs gloo all_reduce (every rank ends with the mean)")
 print("  +SGD    the hub steps SGD momentum, sends parameters   vs gloo all_reduce + SGD momentum step on each rank (a DDP step)")
 print("  shm: ipc carries the headers, the elements go through /dev/shm segments (what --ipc does for fp32 jobs); ipc: every byte on the socket")
@@ -315,29 +348,46 @@ func floorRound(workers: Int, elements: Int, encoding: ShardEncoding) throws -> 
     let bytesPer = encoding == .bf16 ? 2 : 4
     return try BareStar.round(workers: workers, bytes: elements * bytesPer, chunk: (1 << 18) * bytesPer, rounds: rounds)
 }
+func median(_ xs: [Double]) -> Double? { xs.isEmpty ? nil : xs.sorted()[xs.count / 2] }
 for n in sizes {
     for w in workerCounts {
-        let before = gloo(elements: n, ranks: w)
-        // Every case `passes` times, the passes interleaved, so that a slow minute on this
-        // shared host lands on all cases alike; each case's median.
+        let server = GlooServer(elements: n, ranks: w)
+        // Every case `passes` times, the passes interleaved, and gloo timed between every two
+        // cases: each case's ratio in a pass is against the mean of the gloo runs right before
+        // and right after it; the table shows each case's median time, median reference and
+        // median ratio.
         var runs = Array(repeating: [Double](), count: cases.count)
+        var references = Array(repeating: [Double](), count: cases.count)
+        var ratios = Array(repeating: [Double](), count: cases.count)
+        var glooRuns: [(plain: Double, sgd: Double)] = []
         for _ in 0..<passes {
+            var before = server?.measure()
+            if let before { glooRuns.append(before) }
             for (i, c) in cases.enumerated() {
-                runs[i].append(c.floor ? try floorRound(workers: w, elements: n, encoding: c.encoding)
-                                       : try measure(workers: w, elements: n, ipc: c.ipc, encoding: c.encoding, curve: c.curve,
-                                                     downlink: c.downlink, meanOnly: c.meanOnly, shared: c.shared))
+                let x = c.floor ? try floorRound(workers: w, elements: n, encoding: c.encoding)
+                                : try measure(workers: w, elements: n, ipc: c.ipc, encoding: c.encoding, curve: c.curve,
+                                              downlink: c.downlink, meanOnly: c.meanOnly, shared: c.shared)
+                runs[i].append(x)
+                let after = server?.measure()
+                if let after { glooRuns.append(after) }
+                if let b = before, let a = after {
+                    let reference = c.meanOnly ? (b.plain + a.plain) / 2 : (b.sgd + a.sgd) / 2
+                    references[i].append(reference)
+                    ratios[i].append(x / reference)
+                }
+                before = after
             }
         }
-        let ms = runs.map { $0.sorted()[$0.count / 2] }
-        let after = gloo(elements: n, ranks: w)
-        let g = before.flatMap { b in after.map { a in (plain: (b.plain + a.plain) / 2, sgd: (b.sgd + a.sgd) / 2) } }
+        server?.stop()
         print("")
-        print("\(label(n)) floats, \(w) workers. gloo all_reduce " + (g.map { _ in "\(fmt(before?.plain)) before, \(fmt(after?.plain)) after; + SGD \(fmt(before?.sgd)) / \(fmt(after?.sgd))" } ?? glooNote))
+        let plain = glooRuns.map(\.plain), sgd = glooRuns.map(\.sgd)
+        print("\(label(n)) floats, \(w) workers. " + (glooRuns.isEmpty ? glooNote
+            : "gloo, \(glooRuns.count) runs between the cases: all_reduce \(fmt(median(plain))) (\(fmt(plain.min()))–\(fmt(plain.max()))),"
+              + " + SGD \(fmt(median(sgd))) (\(fmt(sgd.min()))–\(fmt(sgd.max())))"))
         print("  case                 | Cohort ms | gloo ms (like for like) | ratio")
-        for (c, x) in zip(cases, ms) {
-            let reference = c.meanOnly ? g?.plain : g?.sgd
-            print("  " + c.name.padding(toLength: 20, withPad: " ", startingAt: 0) + " | " + pad(fmt(x), 9) + " | "
-                  + pad(fmt(reference), 23) + " | " + pad(reference.map { String(format: "%.2f×", x / $0) } ?? "-", 5))
+        for (i, c) in cases.enumerated() {
+            print("  " + c.name.padding(toLength: 20, withPad: " ", startingAt: 0) + " | " + pad(fmt(median(runs[i])), 9) + " | "
+                  + pad(fmt(median(references[i])), 23) + " | " + pad(median(ratios[i]).map { String(format: "%.2f×", $0) } ?? "-", 5))
         }
     }
 }
