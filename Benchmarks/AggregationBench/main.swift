@@ -28,6 +28,7 @@ let rounds = args.firstIndex(of: "--rounds").flatMap { i in i + 1 < args.count ?
 let meanOnlyCase = args.contains("--mean-only")
 
 Allocator.avoidPerMessageMapping()
+signal(SIGPIPE, SIG_IGN) // a gloo rank that died mid-row ends its figures, not this run
 
 final class Owner: @unchecked Sendable { // buffers written before sends, read by libzmq after
     let raw: UnsafeMutableRawBufferPointer
@@ -283,8 +284,8 @@ var glooNote = ""
 
     /// gloo's (all_reduce, all_reduce + SGD) medians in ms, now.
     func measure() -> (plain: Double, sgd: Double)? {
-        input.fileHandleForWriting.write(Data("go\n".utf8))
-        guard let f = line()?.split(separator: " "), f.count == 2, let plain = Double(f[0]), let sgd = Double(f[1]) else { return nil }
+        guard (try? input.fileHandleForWriting.write(contentsOf: Data("go\n".utf8))) != nil,
+              let f = line()?.split(separator: " "), f.count == 2, let plain = Double(f[0]), let sgd = Double(f[1]) else { return nil }
         return (plain, sgd)
     }
 
