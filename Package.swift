@@ -76,6 +76,7 @@ let package = Package(
         .testTarget(name: "CohortSpecTests", dependencies: ["CohortSpec", "CohortCompute", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortCoordinatorTests", dependencies: ["CohortCoordinator", "CohortClient", "CohortStore", "CohortWire", "CohortTransport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortStoreTests", dependencies: ["CohortStore", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CohortWorkerTests", dependencies: ["CohortWorker"], swiftSettings: strict),
         // Drives the release-built binary (deploy/test.sh builds it first).
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CohortClient", "CohortStore", "CohortWire", "CohortTransport", "CohortCompute"],
                     swiftSettings: strict),

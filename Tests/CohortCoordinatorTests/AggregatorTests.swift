@@ -135,6 +135,36 @@ struct AggregatorTests {
         }
     }
 
+    /// Finite values of 2^64 or more: weighted by sample counts and summed they could overflow
+    /// fp32 to ∞ (3e38 × 16 does), and the optimizer would carry that into every parameter.
+    /// Refused wherever they arrive; just below the bound (the largest bf16 under it) is accepted.
+    @Test(arguments: [ShardEncoding.fp32, .bf16], [1, 2, 3])
+    func valuesBeyondTwoToTheSixtyFourAreRefusedBeforeTheyCanOverflowTheSum(encoding: ShardEncoding, memberCount: Int) {
+        let small = ShardLayout(parameterCount: 300, shardElements: 300)
+        let names = (0..<memberCount).map { "m\($0)" }
+        for huge in [Float(3e38), -3e38, 0x1p64, -0x1p64] { for poisonedMember in 0..<memberCount {
+            let agg = StepAggregator(job: 1, layout: small, encoding: encoding)
+            agg.begin(step: 7, members: Set(names))
+            func send(_ m: Int, _ values: [Float]) -> Result<StepAggregator.Outcome, Rejection> {
+                let f = Frame(bytes(values[...], encoding))
+                return f.bytes.withUnsafeBytes { agg.contribute(from: names[m], header: header(small, shard: 0, samples: 16, encoding: encoding), payload: $0, owner: f) }
+            }
+            var outcomes: [Result<StepAggregator.Outcome, Rejection>] = []
+            for m in 0..<memberCount {
+                if m == poisonedMember {
+                    var poisoned = Array(repeating: Float(1e18), count: 300) // big, and below the bound
+                    poisoned[261] = huge
+                    let seen = encoding == .bf16 ? BFloat16.decode(BFloat16.encode(huge)) : huge
+                    #expect(send(m, poisoned) == .failure(.outOfRange(shard: 0, index: 261, value: seen)), "\(encoding) \(memberCount) members, \(huge)")
+                }
+                outcomes.append(send(m, Array(repeating: m == 0 ? 0x1.fep63 : 1e18, count: 300)))
+            }
+            #expect(outcomes.allSatisfy { if case .success = $0 { true } else { false } }, "\(outcomes)")
+            #expect(outcomes.last == .success(.complete(shard: 0)))
+            #expect(agg.gradient(shard: 0).allSatisfy { $0.isFinite }, "\(encoding) \(memberCount) members: \(Array(agg.gradient(shard: 0)).prefix(3))")
+        } }
+    }
+
     @Test func atTheDeadlineAShardCompletesWithTheContributionsThatArrived() {
         let small = ShardLayout(parameterCount: 20, shardElements: 20)
         let agg = StepAggregator(job: 1, layout: small, encoding: .fp32)
@@ -208,6 +238,36 @@ struct DecodingAggregatorTests {
         var worst = 0.0
         for (i, e) in expected.enumerated() { worst = max(worst, abs(Double(agg.accumulatorBuffer[i]) - e)) }
         #expect(worst < 1e-5, "worst difference from the weighted mean of the decoded values: \(worst)")
+    }
+
+    /// An int8 block whose (finite) scale, or a top-k value, decodes beyond ±2^64 is refused
+    /// after decoding, before anything of it reaches the accumulator; fp16 cannot carry such a
+    /// value (it clamps at 65504) and is accepted.
+    @Test(arguments: [ShardEncoding.fp16, .int8, .topk])
+    func decodedValuesBeyondTwoToTheSixtyFourAreRefused(encoding: ShardEncoding) {
+        let codec = ShardCodec(encoding, topKFraction: 0.1)
+        let agg = StepAggregator(job: 1, layout: layout, encoding: encoding, topKFraction: 0.1)
+        agg.begin(step: 0, members: ["a", "b"])
+        var values = [Float](repeating: 0.5, count: 1024)
+        values[700] = 3e38
+        let h = ShardHeader(job: 1, step: 0, kind: .gradient, encoding: encoding, shard: 0, shardCount: UInt32(layout.shardCount),
+                            elementOffset: 0, elementCount: 1024, sampleCount: 16)
+        let frame = Frame(encoded(codec, values[...]))
+        let outcome = frame.bytes.withUnsafeBytes { agg.contribute(from: "a", header: h, payload: $0, owner: frame) }
+        if encoding == .fp16 {
+            #expect(outcome == .success(.fused))
+            return
+        }
+        guard case let .failure(.outOfRange(shard, index, value)) = outcome else {
+            Issue.record("expected a refusal, got \(outcome)")
+            return
+        }
+        #expect(shard == 0 && index == 700 && value.magnitude >= 0x1p64, "\(index) \(value)")
+        // Nothing of it was kept: b alone completes the shard with its own values.
+        let sound = Frame(encoded(codec, [Float](repeating: 0.5, count: 1024)[...]))
+        #expect(sound.bytes.withUnsafeBytes { agg.contribute(from: "a", header: h, payload: $0, owner: sound) } == .success(.fused))
+        #expect(sound.bytes.withUnsafeBytes { agg.contribute(from: "b", header: h, payload: $0, owner: sound) } == .success(.complete(shard: 0)))
+        #expect(agg.gradient(shard: 0).allSatisfy { $0.isFinite })
     }
 
     @Test func anInt8ShardWithANaNScaleIsRefusedAndLeavesTheStepOpen() {

@@ -19,7 +19,8 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
     struct Partial: Sendable { let now: Int; let later: Double; let fromStep: UInt64; let lastStep: UInt64 }
 
     /// With `hostile`, it answers every step's parameters with poison instead of silence: a
-    /// gradient full of NaN, one of the wrong size, one for a stale step, one for another job.
+    /// gradient of finite values large enough to overflow a weighted sum, one full of NaN, one
+    /// of the wrong size, one for a stale step, one for another job.
     init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?,
          hostile: Bool = false, partial: Partial? = nil) throws {
         let keys = try CurveKeyPair.load(from: keyPath)
@@ -79,6 +80,12 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                     let n = Int(p.elementCount)
                     var header = ShardHeader(job: p.job, step: p.step, kind: .gradient, encoding: .fp32, shard: p.shard,
                                              shardCount: p.shardCount, elementOffset: p.elementOffset, elementCount: p.elementCount, sampleCount: 16)
+                    // Finite, but weighted by 16 samples and summed it would overflow fp32 to ∞
+                    // (every other step: the coordinator records one rejection per member and step).
+                    if p.step % 2 == 0 {
+                        let overflowing = [Float](repeating: 3e38, count: n).withUnsafeBytes { Array($0) }
+                        try? data.send([.bytes(Message.shard(header).encode()), .bytes(overflowing)])
+                    }
                     let nan = [Float](repeating: .nan, count: n).withUnsafeBytes { Array($0) }
                     try? data.send([.bytes(Message.shard(header).encode()), .bytes(nan)])
                     let short = [Float](repeating: 1, count: max(n - 1, 0)).withUnsafeBytes { Array($0) }
@@ -193,6 +200,7 @@ struct StallingWorkerTests {
             """, timeout: 90)
         let rejections = events.filter { $0.kind == "shard.rejected" }.map(\.detail)
         #expect(rejections.contains { $0.contains("NaN or infinity") }, "\(rejections.prefix(5))")
+        #expect(rejections.contains { $0.contains("must stay below 2^64") }, "\(rejections.prefix(5))")
         let accuracy = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "test_accuracy"))
         #expect(accuracy > 0.8, "the poison never reached the model: accuracy \(accuracy)")
         let model = try Safetensors.read(from: URL(fileURLWithPath: c.dataDir + "/checkpoints/job-\(id)/step-40.safetensors"))

@@ -7,13 +7,21 @@
 /// encoding, which the optimiser vectorises (a SIMD16 widening of bf16 here went through an
 /// unspecialised standard-library conversion and cost more than the fusion itself).
 ///
+/// Every contribution's values must lie within ±`limit` (2^64): NaN and ±∞ are outside, and
+/// so is a finite value so large that weighting it by a sample count (< 2^32) and summing could
+/// overflow fp32 to ∞ (with values below 2^64, a sum stays below 2^128 for up to 2^31 members),
+/// which would turn the optimizer's step and then every parameter into ∞ or NaN.
+///
 /// Where the accumulator's old contents do not matter (`single`, `firstTwo`: they overwrite
-/// it), the new contribution's finiteness is checked in the same pass and reported; the caller
+/// it), the new contribution's range is checked in the same pass and reported; the caller
 /// then rejects it and the shard stays incomplete, so nothing of it is ever used. `add` reads
-/// the accumulator, so its contribution is checked first (`firstNonFinite`).
+/// the accumulator, so its contribution is checked first (`firstOutOfRange`).
 enum Fusion {
+    /// The bound on a contribution's magnitudes (exclusive).
+    static let limit: Float = 0x1p64
+
     /// acc = wa·a + wb·b (the parked first contribution, already checked, and the second, in
-    /// one pass). False when b holds NaN or ±∞ (acc is then garbage).
+    /// one pass). False when b holds a value outside ±`limit` (acc is then garbage).
     static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float, count: Int) -> Bool {
         switch (a.encoding, b.encoding) {
         case (.fp32, .fp32): return firstTwo(acc, FP32(a.base), wa, FP32(b.base), wb, count)
@@ -24,7 +32,7 @@ enum Fusion {
     }
 
     /// acc = w·x (a single contribution: the only member, or the only one that arrived). False
-    /// when x holds NaN or ±∞.
+    /// when x holds a value outside ±`limit`.
     @discardableResult
     static func single(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, count: Int) -> Bool {
         switch x.encoding {
@@ -47,11 +55,24 @@ enum Fusion {
         for i in 0..<count { acc[i] *= scale }
     }
 
-    /// The index of the first NaN or infinity, if any.
-    static func firstNonFinite(_ x: Payload, count: Int) -> Int? {
+    /// The index of the first value outside ±`limit` (NaN and ±∞ included), if any.
+    static func firstOutOfRange(_ x: Payload, count: Int) -> Int? {
         switch x.encoding {
-        case .fp32: return firstNonFinite(FP32(x.base), count)
-        case .bf16: return firstNonFinite(BF16(x.base), count)
+        case .fp32: return firstOutOfRange(FP32(x.base), count)
+        case .bf16: return firstOutOfRange(BF16(x.base), count)
+        }
+    }
+
+    /// The index of the first value of x[0..<count] outside ±`limit`, if any.
+    static func firstOutOfRange(_ x: UnsafePointer<Float>, count: Int) -> Int? {
+        firstOutOfRange(Floats(x), count)
+    }
+
+    /// Element i of a payload, as fp32.
+    static func value(_ x: Payload, _ i: Int) -> Float {
+        switch x.encoding {
+        case .fp32: return FP32(x.base)[i]
+        case .bf16: return BF16(x.base)[i]
         }
     }
 
@@ -62,7 +83,7 @@ enum Fusion {
         var flags: UInt32 = 0
         for i in 0..<count {
             let y = b[i]
-            flags |= nonFiniteFlag(y)
+            flags |= outOfRangeFlag(y)
             acc[i] = a[i] * wa + y * wb
         }
         return flags == 0
@@ -72,7 +93,7 @@ enum Fusion {
         var flags: UInt32 = 0
         for i in 0..<count {
             let y = x[i]
-            flags |= nonFiniteFlag(y)
+            flags |= outOfRangeFlag(y)
             acc[i] = y * w
         }
         return flags == 0
@@ -86,22 +107,23 @@ enum Fusion {
         }
     }
 
-    private static func firstNonFinite<X: Reader>(_ x: X, _ count: Int) -> Int? {
+    private static func firstOutOfRange<X: Reader>(_ x: X, _ count: Int) -> Int? {
         // Blocks of 256: a branch-free OR over each (vectorised), the exact index only on a hit.
         var start = 0
         while start < count {
             let end = min(start + 256, count)
             var flags: UInt32 = 0
-            for i in start..<end { flags |= nonFiniteFlag(x[i]) }
-            if flags != 0 { return (start..<end).first { !x[$0].isFinite } }
+            for i in start..<end { flags |= outOfRangeFlag(x[i]) }
+            if flags != 0 { return (start..<end).first { !(x[$0].magnitude < limit) } }
             start = end
         }
         return nil
     }
 
-    /// The sign bit set exactly when the exponent is all ones (NaN or ±∞).
+    /// The sign bit set exactly when the biased exponent is 191 or more, i.e. |v| ≥ 2^64 (NaN
+    /// and ±∞, whose exponent is all ones, included): 0x2080_0000 + (191 << 23) = 0x8000_0000.
     @inline(__always)
-    private static func nonFiniteFlag(_ v: Float) -> UInt32 { ((v.bitPattern & 0x7F80_0000) &+ 0x0080_0000) & 0x8000_0000 }
+    private static func outOfRangeFlag(_ v: Float) -> UInt32 { ((v.bitPattern & 0x7F80_0000) &+ 0x2080_0000) & 0x8000_0000 }
 }
 
 /// A contribution's elements in place in its received frame.
@@ -122,6 +144,12 @@ private struct FP32: Reader {
     @inline(__always) subscript(_ i: Int) -> Float {
         Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: i &* 4, as: UInt32.self)))
     }
+}
+
+private struct Floats: Reader {
+    let base: UnsafePointer<Float>
+    init(_ base: UnsafePointer<Float>) { self.base = base }
+    @inline(__always) subscript(_ i: Int) -> Float { base[i] }
 }
 
 private struct BF16: Reader {

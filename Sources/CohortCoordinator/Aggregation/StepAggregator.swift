@@ -29,6 +29,8 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
     case wrongEncoding(got: ShardEncoding)
     case wrongKind(ShardKind)
     case nonFinite(shard: Int, index: Int)
+    /// A finite value of 2^64 or more in magnitude (see `Fusion.limit`).
+    case outOfRange(shard: Int, index: Int, value: Float)
     case malformed(shard: Int, reason: String)
     case noSamples
 
@@ -42,6 +44,8 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
         case let .wrongEncoding(got): return "shard encoded as \(got), which this job does not use"
         case let .wrongKind(kind): return "a \(kind) shard where another kind was expected"
         case let .nonFinite(shard, index): return "shard \(shard) holds NaN or infinity at element \(index)"
+        case let .outOfRange(shard, index, value):
+            return "shard \(shard) holds \(value) at element \(index); a contribution's values must stay below 2^64 (1.8e19) in magnitude"
         case let .malformed(shard, reason): return "shard \(shard) does not decode: \(reason)"
         case .noSamples: return "a contribution of 0 samples"
         }
@@ -72,6 +76,8 @@ public final class StepAggregator {
     public private(set) var step: UInt64 = 0
     public private(set) var members: Set<String> = []
     private let accumulator: UnsafeMutableBufferPointer<Float>
+    /// One shard of decoded fp16, int8 or topk values, checked before they are added.
+    private let scratch: UnsafeMutableBufferPointer<Float>
     private var shards: [ShardState]
 
     private struct ShardState {
@@ -89,10 +95,16 @@ public final class StepAggregator {
         self.encoding = encoding
         accumulator = .allocate(capacity: layout.parameterCount)
         accumulator.initialize(repeating: 0)
+        let decoded = encoding == .fp32 || encoding == .bf16 ? 0 : min(layout.shardElements, layout.parameterCount)
+        scratch = .allocate(capacity: decoded)
+        scratch.initialize(repeating: 0)
         shards = Array(repeating: ShardState(), count: layout.shardCount)
     }
 
-    deinit { accumulator.deallocate() }
+    deinit {
+        accumulator.deallocate()
+        scratch.deallocate()
+    }
 
     /// Starts `step` with these members; anything left of the previous step is dropped.
     public func begin(step: UInt64, members: Set<String>) {
@@ -133,13 +145,14 @@ public final class StepAggregator {
         let weight = shards[k].weight + Double(h.sampleCount)
         let acc = accumulator.baseAddress! + range.lowerBound
         let scale = last ? Float(1 / weight) : 1
-        // Checked for NaN/∞ before anything of it is kept: in the pass that overwrites the
-        // accumulator where that is the first use (single, firstTwo), else in a pass of its own.
+        // Checked for NaN, ±∞ and values beyond ±2^64 before anything of it is kept: in the pass
+        // that overwrites the accumulator where that is the first use (single, firstTwo), else
+        // in a pass of its own.
         if arrivedBefore == 0 {
             if last {
-                guard Fusion.single(acc, x, w * scale, count: range.count) else { return .failure(nonFinite(x, shard: k, count: range.count)) }
+                guard Fusion.single(acc, x, w * scale, count: range.count) else { return .failure(outOfRange(x, shard: k, count: range.count)) }
             } else {
-                if let bad = Fusion.firstNonFinite(x, count: range.count) { return .failure(.nonFinite(shard: k, index: bad)) }
+                if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
                 shards[k].parked = (owner, x, w)
                 shards[k].arrived.insert(member)
                 shards[k].weight = weight
@@ -147,11 +160,11 @@ public final class StepAggregator {
             }
         } else if let parked = shards[k].parked {
             guard Fusion.firstTwo(acc, parked.payload, parked.weight * scale, x, w * scale, count: range.count) else {
-                return .failure(nonFinite(x, shard: k, count: range.count))
+                return .failure(outOfRange(x, shard: k, count: range.count))
             }
             shards[k].parked = nil
         } else {
-            if let bad = Fusion.firstNonFinite(x, count: range.count) { return .failure(.nonFinite(shard: k, index: bad)) }
+            if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
             Fusion.add(acc, x, w, scale: scale, count: range.count)
         }
         shards[k].arrived.insert(member)
@@ -163,24 +176,39 @@ public final class StepAggregator {
         return .success(.fused)
     }
 
-    /// The rejection of a contribution a fusing pass found NaN or ±∞ in.
-    private func nonFinite(_ x: Payload, shard k: Int, count: Int) -> Rejection {
-        .nonFinite(shard: k, index: Fusion.firstNonFinite(x, count: count) ?? 0)
+    /// The rejection of a contribution a fusing pass found a value outside ±2^64 in.
+    private func outOfRange(_ x: Payload, shard k: Int, count: Int) -> Rejection {
+        rejection(x, shard: k, index: Fusion.firstOutOfRange(x, count: count) ?? 0)
     }
 
-    /// fp16, int8 and topk shards: checked whole (structure, indices, finite values), then
-    /// decoded into the accumulator with their weight (nothing is parked: these encodings are
-    /// for slow links, where decoding is not what the round waits on).
+    /// NaN or ±∞ at element i, or a finite value too large.
+    private func rejection(_ x: Payload, shard k: Int, index i: Int) -> Rejection {
+        let v = Fusion.value(x, i)
+        return v.isFinite ? .outOfRange(shard: k, index: i, value: v) : .nonFinite(shard: k, index: i)
+    }
+
+    /// fp16, int8 and topk shards: checked whole (structure, indices, finite values), decoded,
+    /// the decoded values checked against ±2^64, then added into the accumulator with their
+    /// weight (nothing is parked: these encodings are for slow links, where decoding is not
+    /// what the round waits on).
     private func decodeAndAdd(from member: String, shard k: Int, range: Range<Int>, samples: UInt32,
                               payload: UnsafeRawBufferPointer) -> Result<Outcome, Rejection> {
         do { try codec.validate(payload, elements: range.count) } catch {
             return .failure(.malformed(shard: k, reason: "\(error)"))
         }
+        // Decoded whole first: an int8 block's scale or a topk value can be finite and still
+        // decode beyond ±2^64.
+        let values = scratch.baseAddress!
+        codec.decode(payload, count: range.count, into: values)
+        if let bad = Fusion.firstOutOfRange(values, count: range.count) {
+            let v = values[bad]
+            return .failure(v.isFinite ? .outOfRange(shard: k, index: bad, value: v) : .nonFinite(shard: k, index: bad))
+        }
         shards[k].arrived.insert(member)
         shards[k].weight += Double(samples)
         let acc = accumulator.baseAddress! + range.lowerBound
         if shards[k].arrived.count == 1 { acc.update(repeating: 0, count: range.count) }
-        codec.accumulate(payload, count: range.count, weight: Float(samples), into: acc)
+        Fusion.add(acc, Payload(base: UnsafeRawPointer(values), encoding: .fp32), Float(samples), scale: 1, count: range.count)
         guard shards[k].arrived.count == members.count else { return .success(.fused) }
         Fusion.scale(acc, Float(1 / shards[k].weight), count: range.count)
         shards[k].complete = true
