@@ -100,6 +100,14 @@ extension CoordinatorLoop {
         case NoticeKind.metrics:
             let m = try notice.decodeBody(as: TrainingNotice.Metrics.self)
             guard let run = runs[m.job], run.members.contains(member) else { return }
+            if let problem = metricsProblem(m, run) {
+                logger.warning("metrics refused", metadata: ["worker.name": "\(member)", "job.id": "\(run.job)", "reason": "\(problem)"])
+                let key = "metrics/\(member)/\(run.state?.step ?? -1)"
+                if rejectionLogged.insert(key).inserted {
+                    try? store.recordEvent(actor: member, kind: "metrics.rejected", job: run.job, detail: problem)
+                }
+                return
+            }
             run.metrics[m.step, default: [:]][member] = m
             try metricsArrived(run, step: m.step)
         case NoticeKind.goodbye:
@@ -115,6 +123,11 @@ extension CoordinatorLoop {
         default:
             logger.info("unknown notice", metadata: ["kind": "\(notice.kind)", "from": "\(member)"])
         }
+    }
+
+    /// Why a member's metrics cannot be taken (see `TrainingNotice.Metrics.problem`).
+    private func metricsProblem(_ m: TrainingNotice.Metrics, _ run: JobRun) -> String? {
+        m.problem(reached: (run.state?.step ?? 0) + run.spec.stepsPerRound, evaluates: run.evaluates(after:))
     }
 
     private func beginIfReady(_ run: JobRun) throws {
@@ -163,10 +176,12 @@ extension CoordinatorLoop {
             run.sharedMemoryAccepted(by: member, answer)
             logger.info("shards through shared memory", metadata: ["job.id": "\(run.job)", "worker.name": "\(member)"])
         case let .shard(header), let .sharedShard(header):
-            guard let run = runs[Job.ID(header.job)], run.aggregator != nil, run.phase == .training else {
+            // Job ids are positive Int64s: a larger u64 names no job (and must not trap).
+            guard let job = Job.ID(exactly: header.job) else { return rejectShard(nil, member, "no job has id \(header.job)") }
+            guard let run = runs[job], run.aggregator != nil, run.phase == .training else {
                 // Frames still on the wire when a run ends (cancelled, completed, restarted) are
                 // expected: dropped quietly. Anything else is refused and recorded.
-                if endedRuns.contains(Job.ID(header.job)) || runs[Job.ID(header.job)] != nil { return }
+                if endedRuns.contains(job) || runs[job] != nil { return }
                 return rejectShard(nil, member, "no step of job \(header.job) is in progress")
             }
             if case .sharedShard = message {
@@ -346,11 +361,12 @@ extension CoordinatorLoop {
         // (A site member is behind its delegate: it keeps up when the delegate does.)
         let required = run.members.filter { !run.lagging.contains(run.uplinkMember(of: $0)) }
         guard let reports = run.metrics[step], !reports.isEmpty, required.allSatisfy({ reports[$0] != nil }) else { return }
-        let count = reports.values.reduce(0) { $0 + $1.count }
+        // Each report was checked (metricsProblem); summed as Double, the totals cannot overflow.
+        let count = reports.values.reduce(0.0) { $0 + Double($1.count) }
         let lossSum = reports.values.reduce(0) { $0 + $1.lossSum }
-        let correct = reports.values.reduce(0) { $0 + $1.correct }
+        let correct = reports.values.reduce(0.0) { $0 + Double($1.correct) }
         let trainLoss = run.losses.values.map(\.loss).reduce(0, +) / Double(max(run.losses.count, 1))
-        var values = ["test_loss": lossSum / Double(max(count, 1)), "test_accuracy": Double(correct) / Double(max(count, 1)),
+        var values = ["test_loss": lossSum / max(count, 1), "test_accuracy": correct / max(count, 1),
                       "samples_per_second": run.samplesPerSecond, "bytes_in": Double(run.bytesIn), "bytes_out": Double(run.bytesOut)]
         if !run.losses.isEmpty { values["train_loss"] = trainLoss }
         if let state = run.state {
@@ -359,7 +375,7 @@ extension CoordinatorLoop {
         }
         let sent = reports.values.compactMap(\.bytesSent)
         if !sent.isEmpty {
-            values["bytes_sent_per_worker"] = Double(sent.reduce(0, +)) / Double(sent.count)
+            values["bytes_sent_per_worker"] = sent.reduce(0.0) { $0 + Double($1) } / Double(sent.count)
             values["bytes_sent_max_worker"] = Double(sent.max()!)
         }
         try store.recordMetrics(job: run.job, step: step, values)

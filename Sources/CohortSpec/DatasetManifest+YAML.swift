@@ -122,6 +122,23 @@ extension DatasetManifest {
 }
 
 extension JobSpec {
+    /// The description this spec gives with its `auto` sizes taken from `reported` (what a
+    /// worker built from its dataset); nil when `reported` is another kind of model. A worker's
+    /// report is trusted for the sizes that come from data, never for the ones the spec fixes.
+    public func modelDescription(filling reported: ModelDescription) -> ModelDescription? {
+        switch (model, reported) {
+        case (var .mlp(mlp), let .mlp(r)):
+            if mlp.inputs == .auto { mlp.inputs = .fixed(r.inputs) }
+            if mlp.classes == .auto { mlp.classes = .fixed(r.classes) }
+            return Model.mlp(mlp).description
+        case (var .transformer(t), let .transformer(r)):
+            if t.vocabulary == .auto { t.vocabulary = .fixed(r.vocabulary) }
+            return Model.transformer(t).description
+        default:
+            return nil
+        }
+    }
+
     /// The model description with every `auto` size taken from the dataset (feature width,
     /// class count, vocabulary size), checked against it.
     public func modelDescription(dataset manifest: DatasetManifest) throws -> ModelDescription {

@@ -62,6 +62,10 @@ final class SiteReducer {
             return .failure(SiteRefusal("shard \(k) does not match the job's layout"))
         }
         guard samples > 0 else { return .failure(SiteRefusal("a contribution of 0 samples")) }
+        // The site's contribution carries Σ samples in a u32 sample count.
+        if let r = open[step], r.weight[k] + Double(samples) > Double(UInt32.max) {
+            return .failure(SiteRefusal("\(samples) samples would take the site's round \(step) past 2^32 samples"))
+        }
         let round: Round
         if let r = open[step] {
             round = r

@@ -433,7 +433,12 @@ public final class WorkerAgent {
 
     /// One parameter shard of `step` is in the replica: the step starts when all are.
     private func shardLanded(_ job: ActiveJob, step: Int, shardCount: Int) {
-        if step != job.receivedStep { job.receivedStep = step; job.received = 0 }
+        if step != job.receivedStep {
+            job.receivedStep = step
+            job.received = 0
+            // Site rounds two rounds behind can no longer complete (a member missed them).
+            job.reducer?.drop(before: step - 2 * job.spec.stepsPerRound)
+        }
         job.received += 1
         job.shardCount = shardCount
         if job.received == job.shardCount { stepParametersArrived(job, step: step) }
@@ -644,12 +649,20 @@ public final class WorkerAgent {
                     try? sendNotice(control, NoticeKind.ready, ready)
                 }
             case let .shard(h) where h.job == UInt64(job.assignment.job) && h.encoding == .fp32 && frames.count == 3:
+                // A member's step lies within the rounds this delegate can have open: from a
+                // round behind the parameters it holds to two rounds ahead. Anything else (a u64
+                // beyond Int included) would only hold a round open for good.
+                let rounds = job.spec.stepsPerRound
+                guard let step = Int(exactly: h.step), step >= job.receivedStep - rounds, step <= job.receivedStep + 2 * rounds else {
+                    logger.warning("site member's shard refused", metadata: ["member": "\(name)", "reason": "step \(h.step) is not a round this site is in"])
+                    continue
+                }
                 let outcome = withExtendedLifetime(frames) {
-                    reducer.add(step: Int(h.step), shard: Int(h.shard), from: name, values: frames[2].unsafeBytes, samples: Int(h.sampleCount))
+                    reducer.add(step: step, shard: Int(h.shard), from: name, values: frames[2].unsafeBytes, samples: Int(h.sampleCount))
                 }
                 switch outcome {
                 case .success(true):
-                    do { try sendSiteShard(job, step: Int(h.step), shard: Int(h.shard)) } catch {
+                    do { try sendSiteShard(job, step: step, shard: Int(h.shard)) } catch {
                         logger.error("cannot send the site's shard", metadata: ["error": "\(error)"])
                     }
                 case .success(false):

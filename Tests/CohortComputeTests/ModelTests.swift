@@ -248,3 +248,32 @@ struct ThreadTests {
         #expect(ComputeThreads.openBLASConfig.contains("OpenBLAS"))
     }
 }
+
+/// A description that would overflow the layout arithmetic or exceed `Model.maxParameters` is
+/// refused with an error before anything is allocated (the coordinator builds models from what
+/// workers report, so these must never trap).
+struct ModelSizeLimitTests {
+    func refusal(_ description: ModelDescription) -> String? {
+        do {
+            _ = try Model(description, seed: 1)
+            return nil
+        } catch {
+            #expect(throws: ComputeError.self) { try Model.parameterTable(for: description) }
+            return "\(error)"
+        }
+    }
+
+    @Test func oversizedModelsAreRefusedNotBuilt() {
+        // 2^62 inputs: one dimension beyond the limit (and 2^62 · 4 would overflow).
+        #expect(refusal(.mlp(.init(inputs: 1 << 62, hidden: [4], classes: 2)))?.contains("mlp.inputs is 4611686018427387904") == true)
+        // Every dimension allowed, the product not: 2^30 · 2^30 parameters.
+        #expect(refusal(.mlp(.init(inputs: 1 << 30, hidden: [1 << 30], classes: 2)))?.contains("more than 2147483648 parameters") == true)
+        #expect(refusal(.transformer(.init(vocabulary: 1 << 30, context: 8, width: 1 << 30, layers: 1, heads: 1)))?
+            .contains("more than 2147483648 parameters") == true)
+        // Many layers of a modest width add up past the limit without any one tensor doing so.
+        #expect(refusal(.transformer(.init(vocabulary: 256, context: 64, width: 4096, layers: 20_000, heads: 8)))?
+            .contains("more than 2147483648 parameters") == true)
+        // A model within the limit is built as before.
+        #expect(refusal(.mlp(.init(inputs: 784, hidden: [256, 128], classes: 10))) == nil)
+    }
+}

@@ -27,3 +27,17 @@ struct SiteReducerTests {
         #expect((0..<8).allSatisfy { mean.flat[$0] == 0x1.fep63 / 4 }, "\((0..<8).map { mean.flat[$0] })")
     }
 }
+
+extension SiteReducerTests {
+    /// The site's contribution carries Σ samples as a u32: a member whose count would take a
+    /// round past it is refused (the sum would not fit the header the delegate sends).
+    @Test func aRoundNeverHoldsMoreSamplesThanAU32() throws {
+        let reducer = SiteReducer(parameterCount: 4, shardElements: 4, members: ["pku-02"])
+        #expect(try add(reducer, "", [1, 1, 1, 1], samples: Int(UInt32.max)).get() == false)
+        guard case let .failure(refusal) = add(reducer, "pku-02", [1, 1, 1, 1], samples: 1) else {
+            Issue.record("a round past 2^32 samples was accepted")
+            return
+        }
+        #expect(refusal.description.contains("past 2^32 samples"), "\(refusal)")
+    }
+}

@@ -20,7 +20,8 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
 
     /// With `hostile`, it answers every step's parameters with poison instead of silence: a
     /// gradient of finite values large enough to overflow a weighted sum, one full of NaN, one
-    /// of the wrong size, one for a stale step, one for another job.
+    /// of the wrong size, one for a stale step, one for another job, one for a job id beyond
+    /// Int64, and metrics with counts of Int.max.
     init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?,
          hostile: Bool = false, partial: Partial? = nil) throws {
         let keys = try CurveKeyPair.load(from: keyPath)
@@ -96,6 +97,12 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                     header.step = p.step
                     header.job = p.job + 100
                     try? data.send([.bytes(Message.shard(header).encode()), .bytes(huge)])
+                    header.job = 1 << 63 // no Int64 job id is this large
+                    try? data.send([.bytes(Message.shard(header).encode()), .bytes(huge)])
+                    // Metrics whose counts would overflow the coordinator's sums.
+                    var absurd = TrainingNotice.Metrics(job: Int64(p.job), step: Int(p.step), lossSum: 0, correct: 0, count: .max)
+                    absurd.bytesSent = .max
+                    if let m = try? Notice(kind: NoticeKind.metrics, json: absurd) { try? control.send(Message.notice(m).encode()) }
                 }
                 while let first = pending.first, first.at <= Date() { sendZeros(first.header); pending.removeFirst() }
                 Thread.sleep(forTimeInterval: partial == nil ? 0.1 : 0.01)
@@ -135,6 +142,28 @@ struct StallingWorkerTests {
         let job = try await d.waitForJob(c, id, until: ["completed", "failed"], timeout: timeout)
         #expect(job.state == "completed", "\(job.reason ?? "")")
         return (id, try await d.events(c, id))
+    }
+
+    /// The coordinator builds the job's model from what its workers report, but takes from that
+    /// report only the sizes that come from data: a sole member that reports another hidden
+    /// width than the spec's (or a model too large to hold) fails the job with why.
+    @Test func aModelTheSpecDoesNotDescribeFailsTheJob() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let liar = try await fake(c, "liar", "mit", hidden: 1 << 28)
+        try await Task.sleep(for: .seconds(1))
+        let d = DistributedTrainingTests()
+        let id = try await d.submit(c, """
+            name: misreported
+            model: {kind: mlp, hidden: [64]}
+            data: {dataset: digits}
+            training: {steps: 5, global-batch-size: 16}
+            cluster: {min-workers: 1}
+            """)
+        let job = try await d.waitForJob(c, id, until: ["completed", "failed"], timeout: 60)
+        #expect(job.state == "failed")
+        #expect(job.reason?.contains("the job's spec does not describe") == true, "\(job.reason ?? "")")
+        withExtendedLifetime(liar) {}
     }
 
     @Test func aWorkerThatHeartbeatsButNeverSendsItsShardsDoesNotStallTheJob() async throws {
@@ -201,6 +230,10 @@ struct StallingWorkerTests {
         let rejections = events.filter { $0.kind == "shard.rejected" }.map(\.detail)
         #expect(rejections.contains { $0.contains("NaN or infinity") }, "\(rejections.prefix(5))")
         #expect(rejections.contains { $0.contains("must stay below 2^64") }, "\(rejections.prefix(5))")
+        // A frame for no job is recorded without one (not among this job's events).
+        let log = try String(contentsOfFile: c.dataDir + "/coordinator.log", encoding: .utf8)
+        #expect(log.contains("no job has id 9223372036854775808"))
+        #expect(events.contains { $0.kind == "metrics.rejected" }, "mallory's metrics were refused")
         let accuracy = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "test_accuracy"))
         #expect(accuracy > 0.8, "the poison never reached the model: accuracy \(accuracy)")
         let model = try Safetensors.read(from: URL(fileURLWithPath: c.dataDir + "/checkpoints/job-\(id)/step-40.safetensors"))

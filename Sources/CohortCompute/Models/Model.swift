@@ -64,10 +64,19 @@ public final class Model {
 
     /// Builds the model and initialises its parameters deterministically from `seed`.
     /// Throws `ComputeError.invalidDescription` for a description that cannot be built.
+    /// The most parameters a model may have (8 GiB of fp32; the coordinator holds them with
+    /// their optimizer state). A description beyond it, or whose sizes overflow, is refused
+    /// with an error instead of trapping or failing to allocate.
+    public static let maxParameters = 1 << 31
+    /// The largest size a description may give any one dimension (so that the layer shapes,
+    /// e.g. 4·width, cannot overflow).
+    public static let maxDimension = 1 << 30
+
     public init(_ description: ModelDescription, seed: UInt64) throws {
         modelDescription = description
         var layout = ParameterLayout()
         var inits: [Initialiser] = []
+        try Self.checkDimensions(description)
         switch description {
         case let .mlp(d):
             let net = try MLPNetwork(d, layout: &layout, inits: &inits)
@@ -76,6 +85,7 @@ public final class Model {
             let net = try TransformerNetwork(d, layout: &layout, inits: &inits)
             network = .transformer(net)
         }
+        try Self.checkCount(layout)
         parameterTable = layout.table
         parameters = FlatBuffer(count: layout.count)
         gradients = FlatBuffer(count: layout.count)
@@ -91,11 +101,33 @@ public final class Model {
     public static func parameterTable(for description: ModelDescription) throws -> [ParameterInfo] {
         var layout = ParameterLayout()
         var inits: [Initialiser] = []
+        try checkDimensions(description)
         switch description {
         case let .mlp(d): _ = try MLPNetwork(d, layout: &layout, inits: &inits)
         case let .transformer(d): _ = try TransformerNetwork(d, layout: &layout, inits: &inits)
         }
+        try checkCount(layout)
         return layout.table
+    }
+
+    private static func checkDimensions(_ description: ModelDescription) throws {
+        let sizes: [(String, Int)]
+        switch description {
+        case let .mlp(d):
+            sizes = [("mlp.inputs", d.inputs), ("mlp.classes", d.classes)] + d.hidden.enumerated().map { ("mlp.hidden[\($0.offset)]", $0.element) }
+        case let .transformer(d):
+            sizes = [("transformer.vocabulary", d.vocabulary), ("transformer.context", d.context), ("transformer.width", d.width),
+                     ("transformer.layers", d.layers), ("transformer.heads", d.heads)]
+        }
+        for (name, size) in sizes where size > maxDimension {
+            throw ComputeError.invalidDescription("\(name) is \(size), more than the \(maxDimension) a model may have")
+        }
+    }
+
+    private static func checkCount(_ layout: ParameterLayout) throws {
+        guard !layout.tooLarge else {
+            throw ComputeError.invalidDescription("the model would have more than \(maxParameters) parameters (8 GiB of fp32), the most a job may have")
+        }
     }
 
     /// A parameter tensor as a view into `parameters` (nil for an unknown name).

@@ -21,12 +21,29 @@ public struct ParameterInfo: Sendable, Hashable, Codable {
 struct ParameterLayout {
     private(set) var table: [ParameterInfo] = []
     private(set) var count = 0
+    /// Set once the tensors added exceed `Model.maxParameters` (counted without overflow);
+    /// tensors are then no longer added, and the model must not be built.
+    private(set) var tooLarge = false
 
     /// Appends a tensor and returns its offset.
     mutating func add(_ name: String, _ shape: [Int]) -> Int {
+        guard !tooLarge else { return 0 }
+        var size = 1
+        for extent in shape {
+            let (product, overflow) = size.multipliedReportingOverflow(by: extent)
+            guard !overflow, product <= Model.maxParameters else {
+                tooLarge = true
+                return 0
+            }
+            size = product
+        }
+        guard count + size <= Model.maxParameters else {
+            tooLarge = true
+            return 0
+        }
         let info = ParameterInfo(name: name, shape: shape, offset: count)
         table.append(info)
-        count += info.count
+        count += size
         return info.offset
     }
 }

@@ -160,6 +160,15 @@ final class JobRun {
                 throw TrainingError("the members' copies of dataset `\(spec.data.dataset)` differ (content hashes \(hashes.sorted().joined(separator: ", "))); `shared` sharding needs identical data")
             }
         }
+        // The workers' report fills in the sizes that come from their data, nothing else.
+        guard spec.modelDescription(filling: description) == description else {
+            throw TrainingError("the members built a model the job's spec does not describe: \(ready.values.first?.model ?? "")")
+        }
+        if let state, state.step > 0, state.model.modelDescription != description {
+            // Never start over silently: the trained parameters stay, the job fails with why.
+            throw TrainingError("the members built a different model from the one trained to step \(state.step) "
+                                + "(their datasets changed?): \(ready.values.first?.model ?? "")")
+        }
         if state == nil || state!.model.modelDescription != description {
             let model = try Model(description, seed: spec.seed)
             let optimizer = spec.coordinatorOptimizer
@@ -336,4 +345,22 @@ final class JobRun {
 struct TrainingError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension TrainingNotice.Metrics {
+    /// Why the coordinator cannot take these metrics: a step that is not an evaluation step up to
+    /// `reached` (it would sit in `JobRun.metrics` for good), or counts and times that no
+    /// evaluation gives (summed, Int.max would trap). Nil when they are plausible.
+    func problem(reached: Int, evaluates: (Int) -> Bool) -> String? {
+        guard step >= 0, step <= reached, evaluates(step) else {
+            return "metrics for step \(step), which is not an evaluation step of this job up to step \(reached)"
+        }
+        guard (0...(1 << 40)).contains(count), (0...count).contains(correct) else {
+            return "metrics of \(correct) correct out of \(count) examples"
+        }
+        guard lossSum.isFinite, lossSum >= 0 else { return "a loss sum of \(lossSum)" }
+        if let t = evalSeconds, !(t >= 0 && t <= 1e7) { return "an evaluation time of \(t) s" }
+        if let b = bytesSent, !(0...(1 << 56)).contains(b) { return "\(b) bytes sent" }
+        return nil
+    }
 }
