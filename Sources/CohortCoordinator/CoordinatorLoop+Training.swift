@@ -245,6 +245,16 @@ extension CoordinatorLoop {
     /// arrived (weighted among themselves); members that missed it are dropped from the step
     /// and recorded, and take part again from the next one.
     func checkDeadlines(now: Date) {
+        // The end of a job: members that have not reported the final evaluation within the
+        // grace are not waited for (alive but silent: an evaluation that failed, a hostile member).
+        for run in runs.values where run.phase == .finishing {
+            guard let since = run.finishingSince, let step = run.state?.step else { continue }
+            let deadline = run.firstFinalReportAt?.addingTimeInterval(settings.evaluationGrace) ?? since.addingTimeInterval(10 * settings.evaluationGrace)
+            guard now > deadline else { continue }
+            do { try metricsArrived(run, step: step, waitingOver: true) } catch {
+                logger.error("could not complete the job", metadata: ["job.id": "\(run.job)", "error": "\(error)"])
+            }
+        }
         for run in runs.values where run.phase == .training {
             guard let deadline = run.deadline(slack: settings.deadlineSlack), now > deadline, let aggregator = run.aggregator else { continue }
             let late = Set(run.uplink.filter { (run.shardsFrom[$0] ?? 0) < aggregator.layout.shardCount })
@@ -355,12 +365,24 @@ extension CoordinatorLoop {
     }
 
     /// Records a step's test metrics once every member reported them; completes the job after
-    /// the last step's.
-    private func metricsArrived(_ run: JobRun, step: Int) throws {
+    /// the last step's. `waitingOver`: the final evaluation's grace ran out; what arrived is
+    /// recorded (nothing, when no one reported) and the job completes.
+    private func metricsArrived(_ run: JobRun, step: Int, waitingOver: Bool = false) throws {
         // Members that missed the last deadline are not waited for (they may never answer).
         // (A site member is behind its delegate: it keeps up when the delegate does.)
         let required = run.members.filter { !run.lagging.contains(run.uplinkMember(of: $0)) }
-        guard let reports = run.metrics[step], !reports.isEmpty, required.allSatisfy({ reports[$0] != nil }) else { return }
+        let reports = run.metrics[step] ?? [:]
+        if run.phase == .finishing, step >= run.steps, !reports.isEmpty, run.firstFinalReportAt == nil { run.firstFinalReportAt = Date() }
+        if waitingOver {
+            let silent = required.filter { reports[$0] == nil }.sorted()
+            logger.warning("members did not report the final evaluation in time; the job completes without them",
+                           metadata: ["job.id": "\(run.job)", "silent": "\(silent)"])
+            try? store.recordEvent(actor: "coordinator", kind: "evaluation.incomplete", job: run.job,
+                                   detail: "step \(step): no evaluation from \(silent.joined(separator: ", ")) within the grace of \(settings.evaluationGrace) s")
+            guard !reports.isEmpty else { return try finish(run) }
+        } else {
+            guard !reports.isEmpty, required.allSatisfy({ reports[$0] != nil }) else { return }
+        }
         // Each report was checked (metricsProblem); summed as Double, the totals cannot overflow.
         let count = reports.values.reduce(0.0) { $0 + Double($1.count) }
         let lossSum = reports.values.reduce(0) { $0 + $1.lossSum }
@@ -383,6 +405,11 @@ extension CoordinatorLoop {
         logger.info("evaluated", metadata: ["job.id": "\(run.job)", "step": "\(step)",
                                             "test.loss": "\(values["test_loss"]!)", "test.accuracy": "\(values["test_accuracy"]!)"])
         guard run.phase == .finishing, step >= run.steps else { return }
+        try finish(run)
+    }
+
+    /// The job's last step and its evaluation are done: the final checkpoint, then completed.
+    private func finish(_ run: JobRun) throws {
         let path = try writeCheckpoint(run)
         run.phase = .done
         endRun(run.job, reason: "completed", keepState: false)

@@ -28,6 +28,10 @@ public struct CoordinatorSettings: Sendable {
     /// Slack added to a step's deadline (3× the smoothed step time of the members that keep up,
     /// plus this): how long a busy host may stall a member before it is dropped from a step.
     public var deadlineSlack = 0.5
+    /// How long the end of a job waits for the final evaluation's remaining reports once the
+    /// first has arrived (10× this when none has): a member alive but silent (its evaluation
+    /// failed, or it is hostile) cannot keep a job from completing.
+    public var evaluationGrace = 60.0
     public var registry: Registry
     /// How often liveness and scheduling run.
     public var tickMilliseconds: Int

@@ -13,8 +13,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
     public var ipc: Bool?
     public var keepCheckpoints: Int?
     public var deadlineSlack: Double?
+    public var evaluationGrace: Double?
 
-    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc", "keep-checkpoints", "deadline-slack"]
+    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc", "keep-checkpoints", "deadline-slack", "evaluation-grace"]
 
     public init() {}
 
@@ -39,6 +40,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
             if let n = node("ipc") { c.ipc = f.bool(n, "ipc") }
             if let n = node("deadline-slack") {
                 c.deadlineSlack = f.number(n, "deadline-slack", expected: "seconds from 0 to 3600", where: { $0 >= 0 && $0 <= 3600 })
+            }
+            if let n = node("evaluation-grace") {
+                c.evaluationGrace = f.number(n, "evaluation-grace", expected: "seconds from 0 to 86400", where: { $0 >= 0 && $0 <= 86_400 })
             }
             if let n = node("keep-checkpoints") {
                 c.keepCheckpoints = f.integer(n, "keep-checkpoints", minimum: 1, expected: "a positive integer")

@@ -22,6 +22,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "With --ipc: send every shard's bytes through the ipc socket instead of shared memory.") var noSharedMemory = false
     @Option(help: "Checkpoints kept per job (the newest).") var keepCheckpoints: Int?
     @Option(help: "Seconds added to each step's deadline before late members are dropped from the step.") var deadlineSlack: Double?
+    @Option(help: "Seconds the end of a job waits for the final evaluation's other reports after the first (10× with none).") var evaluationGrace: Double?
     @Option(help: "Seconds between worker heartbeats.") var heartbeatInterval: Double?
     @Option(help: "Heartbeats a worker may miss before it is declared lost.") var missedHeartbeats: Int?
 
@@ -57,6 +58,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         settings.deadlineSlack = deadlineSlack ?? file.deadlineSlack ?? 0.5
         guard settings.deadlineSlack >= 0 && settings.deadlineSlack <= 3600 else {
             throw ValidationError("--deadline-slack must be from 0 to 3600 seconds")
+        }
+        settings.evaluationGrace = evaluationGrace ?? file.evaluationGrace ?? 60
+        guard settings.evaluationGrace >= 0 && settings.evaluationGrace <= 86_400 else {
+            throw ValidationError("--evaluation-grace must be from 0 to 86400 seconds")
         }
         guard settings.keepCheckpoints >= 1 else { throw ValidationError("--keep-checkpoints must be at least 1") }
         let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind

@@ -20,7 +20,11 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     /// With `ipc`: shards through the ipc socket instead of shared memory (`--no-shared-memory`).
     let socketsOnly: Bool
 
-    init(dataDir: String? = nil, ipc: Bool = false, socketsOnly: Bool = false, deadlineSlack: Double = 2) throws {
+    /// More `cohort coordinator` options.
+    let extraArguments: [String]
+
+    init(dataDir: String? = nil, ipc: Bool = false, socketsOnly: Bool = false, deadlineSlack: Double = 2, extraArguments: [String] = []) throws {
+        self.extraArguments = extraArguments
         self.ipc = ipc
         self.socketsOnly = socketsOnly
         self.deadlineSlack = deadlineSlack
@@ -32,7 +36,7 @@ final class CoordinatorProcess: @unchecked Sendable { // used by one test at a t
     func start() throws {
         daemon = try Daemon(try cohortBinary(), ["coordinator", "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)",
                                                   "--heartbeat-interval", "0.2", "--missed-heartbeats", "10",
-                                                  "--deadline-slack", "\(deadlineSlack)"] + (ipc ? ["--ipc"] : []) + (socketsOnly ? ["--no-shared-memory"] : []),
+                                                  "--deadline-slack", "\(deadlineSlack)"] + (ipc ? ["--ipc"] : []) + (socketsOnly ? ["--no-shared-memory"] : []) + extraArguments,
                             logPath: dataDir + "/coordinator.log")
     }
 

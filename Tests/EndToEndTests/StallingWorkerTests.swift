@@ -166,6 +166,31 @@ struct StallingWorkerTests {
         withExtendedLifetime(liar) {}
     }
 
+    /// A member that trains but never reports the final evaluation (its evaluation failed, or it
+    /// is hostile) does not keep the job open: after the grace, the job completes with the
+    /// reports that arrived and an event names the silent member.
+    @Test func aMemberThatNeverReportsTheFinalEvaluationDoesNotKeepTheJobOpen() async throws {
+        let c = try CoordinatorProcess(extraArguments: ["--evaluation-grace", "1"])
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let mute = try await fake(c, "mute", "mit", hidden: 32, partial: .init(now: 0, later: 0, fromStep: .max, lastStep: .max))
+        try await Task.sleep(for: .seconds(1))
+        let (id, events) = try await complete(c, """
+            name: with-a-mute-member
+            model: {kind: mlp, hidden: [32]}
+            data: {dataset: digits}
+            optimizer: {kind: sgd, lr: 0.1, momentum: 0.9}
+            training: {steps: 20, global-batch-size: 48}
+            eval-every: 0
+            seed: 5
+            cluster: {min-workers: 3}
+            """, timeout: 90)
+        #expect(events.contains { $0.kind == "evaluation.incomplete" && $0.detail.contains("mute") }, "\(events.map(\.kind))")
+        let accuracy = try CohortStoreReader(c.dataDir).metric(job: id, "test_accuracy")
+        #expect(accuracy != nil, "the two members' reports were recorded")
+        withExtendedLifetime((real, mute)) {}
+    }
+
     @Test func aWorkerThatHeartbeatsButNeverSendsItsShardsDoesNotStallTheJob() async throws {
         let c = try CoordinatorProcess(deadlineSlack: 0.3)
         try await onDedicatedThread { _ = try c.waitUntilServing() }

@@ -34,7 +34,13 @@ final class JobRun {
     /// `overlap`: contributions to the next round that came before this one ended, kept (their
     /// frames, uncopied) and replayed when it begins. At most one round's shards per member.
     var early: [(member: String, header: ShardHeader, frames: [InboundFrame])] = []
-    var phase = Phase.gathering
+    var phase = Phase.gathering {
+        didSet { if phase == .finishing && oldValue != .finishing { finishingSince = Date() } }
+    }
+    /// When the last step ended (the final evaluation's reports are awaited from then on).
+    var finishingSince: Date?
+    /// When the final evaluation's first report arrived.
+    var firstFinalReportAt: Date?
     var ready: [String: TrainingNotice.Ready] = [:]
     var dataIdentity: [String: [UInt8]] = [:]
     /// Members whose data connection is the ipc endpoint.
