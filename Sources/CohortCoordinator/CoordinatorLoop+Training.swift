@@ -309,6 +309,7 @@ extension CoordinatorLoop {
     private func stepDone(_ run: JobRun) throws {
         guard let state = run.state, let aggregator = run.aggregator else { return }
         state.step += run.spec.stepsPerRound
+        state.appliedThisStep.removeAll(keepingCapacity: true)
         run.completedShards = 0
         let elapsed = Date().timeIntervalSince(run.stepStartedAt)
         // Training time leaves out what members spent evaluating (reported with their metrics).

@@ -104,6 +104,11 @@ final class JobRun {
         var trainSeconds = 0.0
         var evaluationDebt = 0.0
         var trainSecondsAt: [Int: Double] = [:]
+        /// Parameter shards already updated in the step in progress (`step`). Without clip-norm
+        /// each shard is updated as soon as it is complete, so a run that restarts mid-step (a
+        /// member lost or joining) redoes the step's exchange but must not update these again:
+        /// that would apply the step twice to them, and count it twice in the optimizer's moments.
+        var appliedThisStep: Set<Int> = []
 
         init(model: Model, optimizer: Optimizer, optimizerState: FlatBuffer, step: Int) {
             self.model = model
@@ -325,7 +330,7 @@ final class JobRun {
 
     /// Applies the optimizer to shard k with the fused gradient.
     func applyShard(_ k: Int, gradientScale: Float = 1) {
-        guard let state, let aggregator else { return }
+        guard let state, let aggregator, state.appliedThisStep.insert(k).inserted else { return }
         let range = aggregator.layout.range(k)
         let lr = spec.coordinatorLearningRate(step: state.step)
         state.optimizer.step(range: range, parameters: state.model.parameters.buffer, gradients: aggregator.accumulatorBuffer,
