@@ -184,6 +184,9 @@ extension CoordinatorLoop {
                 if endedRuns.contains(job) || runs[job] != nil { return }
                 return rejectShard(nil, member, "no step of job \(header.job) is in progress")
             }
+            // The member is reading and training again (a late shard included): copies may be
+            // queued to it again.
+            if run.members.contains(member) { run.queuedSinceHeard[member] = nil }
             if case .sharedShard = message {
                 // The elements are in the member's contribution segment.
                 guard let segment = run.shared[member] else {
@@ -214,7 +217,7 @@ extension CoordinatorLoop {
         let bytes = frames.dropFirst().reduce(0) { $0 + $1.count }
         switch outcome {
         case .failure(.staleStep) where run.spec.training.overlap && header.step == aggregator.step + UInt64(run.spec.stepsPerRound)
-            && run.uplink.contains(member) && run.early.count < run.uplink.count * aggregator.layout.shardCount:
+            && run.uplink.contains(member) && keepsEarly(run, aggregator, member, header):
             run.early.append((member, header, frames))
         case let .failure(rejection):
             rejectShard(run, member, rejection.description)
@@ -226,6 +229,18 @@ extension CoordinatorLoop {
             memberSentShard(run, member, bytes: bytes)
             try shardComplete(run, k)
         }
+    }
+
+    /// Whether a shard of the next round is kept for it: one of the job's shards as its layout
+    /// cuts them (its size checked when it was decoded), and the first from this member for
+    /// that shard. So each member keeps at most one round's shards, and no member can use up
+    /// another's room.
+    private func keepsEarly(_ run: JobRun, _ aggregator: StepAggregator, _ member: String, _ h: ShardHeader) -> Bool {
+        let layout = aggregator.layout
+        guard Int(h.shardCount) == layout.shardCount, h.shard < h.shardCount, h.encoding == aggregator.encoding else { return false }
+        let r = layout.range(Int(h.shard))
+        guard h.elementOffset == UInt64(r.lowerBound), h.elementCount == UInt32(r.count) else { return false }
+        return !run.early.contains { $0.member == member && $0.header.shard == h.shard }
     }
 
     private func memberSentShard(_ run: JobRun, _ member: String, bytes: Int) {

@@ -197,7 +197,7 @@ struct StallingWorkerTests {
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
         let stuck = try await fake(c, "stuck", "mit", hidden: 32)
         try await Task.sleep(for: .seconds(1))
-        let (_, events) = try await complete(c, """
+        let (id, events) = try await complete(c, """
             name: with-a-straggler
             model: {kind: mlp, hidden: [32]}
             data: {dataset: digits}
@@ -208,6 +208,11 @@ struct StallingWorkerTests {
             cluster: {min-workers: 3}
             """, timeout: 90)
         #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("stuck") })
+        // The straggler gets copies of at most 4 parameter sets while it sends nothing: about
+        // 2 × 30 sets for the others and 5 for it, where unbounded it would be 3 × 30.
+        let perSet = Double(4 * (64 * 32 + 32 + 32 * 10 + 10) + shardEnvelopeBytes)
+        let bytesOut = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "bytes_out"))
+        #expect(bytesOut <= 70 * perSet, "sent \(bytesOut / perSet) parameter sets")
         withExtendedLifetime((real, stuck)) {}
     }
 

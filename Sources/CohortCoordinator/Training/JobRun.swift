@@ -32,7 +32,8 @@ final class JobRun {
     /// The encoded downlink shards (lossy downlinks only), sent zero-copy to every member.
     var downbox: EncodedShards?
     /// `overlap`: contributions to the next round that came before this one ended, kept (their
-    /// frames, uncopied) and replayed when it begins. At most one round's shards per member.
+    /// frames, uncopied) and replayed when it begins. At most one round's shards per member, each
+    /// shard once (`CoordinatorLoop.keepsEarly`).
     var early: [(member: String, header: ShardHeader, frames: [InboundFrame])] = []
     var phase = Phase.gathering {
         didSet { if phase == .finishing && oldValue != .finishing { finishingSince = Date() } }
@@ -74,6 +75,13 @@ final class JobRun {
     /// Members that missed a deadline: until they keep up again, their parameters are sent as
     /// copies, since the shared buffer may change before their queue drains.
     var lagging: Set<String> = []
+    /// Bytes of parameter copies queued to a lagging member since it last sent a shard. A member
+    /// that never drains its data socket (hostile, or a peer whose reader is gone) would
+    /// otherwise make the coordinator queue a copy of the parameters for it every step, without
+    /// end; past `maxQueuedCopies` parameter sets nothing more is sent to it until it sends a
+    /// shard again (a late one too: a member back from a long stall).
+    var queuedSinceHeard: [String: Int] = [:]
+    static let maxQueuedCopies = 4
     var droppedThisStep: Set<String> = []
 
     /// When the step in progress gives up on the members that have not sent everything:
@@ -312,6 +320,9 @@ final class JobRun {
                 }
                 (frames, bytes) = ([.bytes(identity), .bytes(sharedEnvelope!)], sharedEnvelope!.count)
             } else if lagging.contains(member) {
+                let queued = queuedSinceHeard[member] ?? 0
+                guard queued < Self.maxQueuedCopies * 4 * (aggregator?.layout.parameterCount ?? 0) else { continue }
+                queuedSinceHeard[member] = queued + payload.count
                 (frames, bytes) = ([.bytes(identity), .bytes(envelope), .bytes(Array(payload))], envelope.count + payload.count)
             } else {
                 (frames, bytes) = ([.bytes(identity), .bytes(envelope), .zeroCopy(payload, owner: owner)], envelope.count + payload.count)
