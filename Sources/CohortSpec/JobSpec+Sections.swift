@@ -44,6 +44,11 @@ extension JobSpec {
             if let node = optional(map, "activation"), let value = f.choice(node, "model.activation", ModelDescription.Activation.self) {
                 mlp.activation = value
             }
+            // `auto` sizes count as their smallest: the model the data gives can only be larger.
+            var smallest = mlp
+            if smallest.inputs == .auto { smallest.inputs = .fixed(1) }
+            if smallest.classes == .auto { smallest.classes = .fixed(2) }
+            checkSize(.mlp(smallest), node, f)
             return .mlp(mlp)
         case .transformer:
             guard let map = f.mapping(node, path: "model", known: ["kind", "vocabulary", "context", "width", "layers", "heads", "dropout"]) else { return nil }
@@ -60,8 +65,23 @@ extension JobSpec {
             }
             if t.width % t.heads != 0 {
                 f.report("model.heads", map["heads"] ?? map["width"] ?? node, "must divide model.width (\(t.width)) evenly, got \(t.heads)")
+            } else {
+                var smallest = t
+                if smallest.vocabulary == .auto { smallest.vocabulary = .fixed(2) }
+                checkSize(.transformer(smallest), node, f)
             }
             return .transformer(t)
+        }
+    }
+
+    /// A model too large to hold (`CohortCompute.Model.maxParameters`, `maxDimension`) is a
+    /// problem of the spec, reported at submission rather than when the job starts.
+    private static func checkSize(_ model: Model, _ node: Node, _ f: YAMLFields) {
+        guard let description = model.description else { return }
+        do { _ = try CohortCompute.Model.parameterTable(for: description) } catch let ComputeError.invalidDescription(why) {
+            f.report("model", node, why)
+        } catch {
+            f.report("model", node, "\(error)")
         }
     }
 

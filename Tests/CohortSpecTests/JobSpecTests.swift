@@ -81,6 +81,24 @@ struct JobSpecTests {
         #expect(text.hasPrefix("bad.yaml has 10 problems:"))
     }
 
+    /// A model too large to hold is refused when the spec is read (submission), with the
+    /// limit named; `auto` sizes count as their smallest, so the data can only add to it.
+    @Test func aModelTooLargeToHoldIsAProblemOfTheSpec() throws {
+        func problems(_ model: String) -> String {
+            let yaml = "name: big\nmodel: \(model)\ndata: {dataset: digits}\ntraining: {steps: 10, global-batch-size: 8}\n"
+            do {
+                _ = try JobSpec.parse(yaml: yaml, source: "big.yaml")
+                return ""
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(problems("{kind: mlp, hidden: [100000, 100000]}").contains("model: the model would have more than 2147483648 parameters"))
+        #expect(problems("{kind: mlp, hidden: [4611686018427387904]}").contains("mlp.hidden[0] is 4611686018427387904, more than the 1073741824"))
+        #expect(problems("{kind: transformer, width: 4096, layers: 20000, heads: 8}").contains("more than 2147483648 parameters"))
+        #expect(problems("{kind: mlp, hidden: [4096, 4096]}") == "")
+    }
+
     @Test func camelAndSnakeCaseKeysSuggestKebabCase() throws {
         let error = try #require(throws: SpecError.self) {
             try JobSpec.parse(yaml: "name: a\nmodel: {kind: mlp}\ndata: {dataset: d}\ntraining: {steps: 1, global_batch_size: 8}\nevalEvery: 3\n")
