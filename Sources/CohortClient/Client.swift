@@ -172,14 +172,30 @@ extension Client {
     }
 
     /// Streams the job's latest checkpoint to `write`, `chunk` bytes per request; returns the size.
+    /// One checkpoint, whole: the first chunk's safetensors header names its step, and every
+    /// later chunk asks for that step, so a checkpoint written meanwhile cannot splice into it
+    /// (the coordinator answers notFound if the pinned one was pruned).
     public func download(job: Int64, chunk: Int = 4 << 20, write: ([UInt8]) throws -> Void) throws -> Int {
         var offset = 0
+        var step: Int?
         while true {
-            let bytes = try callRaw(ApiMethod.download, DownloadRequest(job: job, offset: offset, length: chunk))
+            let bytes = try callRaw(ApiMethod.download, DownloadRequest(job: job, offset: offset, length: chunk, step: step))
+            if offset == 0 { step = Self.checkpointStep(header: bytes) }
             try write(bytes)
             offset += bytes.count
             if bytes.count < chunk { return offset }
         }
+    }
+
+    /// The `cohort.step` in a safetensors file's header (8-byte little-endian length, then
+    /// JSON with `__metadata__`), when `bytes` holds the whole header.
+    static func checkpointStep(header bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 8 else { return nil }
+        let length = bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard length <= UInt64(bytes.count - 8),
+              let json = try? JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + Int(length))])) as? [String: Any],
+              let metadata = json["__metadata__"] as? [String: String] else { return nil }
+        return metadata["cohort.step"].flatMap { Int($0) }
     }
 
     public func workers() throws(ClientError) -> [WorkerView] {

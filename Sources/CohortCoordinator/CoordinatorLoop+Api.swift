@@ -130,7 +130,12 @@ extension CoordinatorLoop {
         case ApiMethod.download:
             let d = try body(DownloadRequest.self)
             guard try ownJob(d.job) else { return }
-            guard let (_, path) = try store.latestCheckpoint(job: d.job), let file = FileHandle(forReadingAtPath: path) else {
+            let checkpoint = try d.step.map { step in try store.checkpoints(job: d.job).first { $0.step == step } } ?? store.latestCheckpoint(job: d.job)
+            guard let (_, path) = checkpoint, let file = FileHandle(forReadingAtPath: path) else {
+                if let step = d.step {
+                    return fail(socket, identity, request, .notFound,
+                                "job \(d.job)'s checkpoint at step \(step) is gone (newer ones were written meanwhile): download again")
+                }
                 return fail(socket, identity, request, .notFound, "job \(d.job) has no checkpoint yet")
             }
             defer { try? file.close() }

@@ -275,6 +275,7 @@ extension CoordinatorLoop {
             let late = Set(run.uplink.filter { (run.shardsFrom[$0] ?? 0) < aggregator.layout.shardCount })
             guard !late.isEmpty else { continue }
             let open = (0..<aggregator.layout.shardCount).filter { !aggregator.isComplete(shard: $0) }
+            guard !open.isEmpty else { continue } // the step is complete: nothing to give up on
             // A shard nobody sent cannot close: wait, and close none (a shard closed now would
             // be complete without its optimizer step, and the step could never end).
             guard open.allSatisfy({ !aggregator.arrived(shard: $0).isEmpty }) else { continue }
@@ -359,12 +360,22 @@ extension CoordinatorLoop {
         run.stepStartedAt = Date()
         rejectionLogged.removeAll(keepingCapacity: true)
         if state.step - lastProgressWrite[run.job, default: -1_000_000] >= 50 || Date().timeIntervalSince(lastProgressAt) > 1 || state.step == run.steps {
-            try store.setProgress(run.job, step: state.step)
-            lastProgressWrite[run.job] = state.step
-            lastProgressAt = Date()
+            // The progress row and a periodic checkpoint are bookkeeping: if the disk is full or
+            // the database busy, training goes on (the next one may succeed) instead of stalling
+            // with the step advanced but the next one never begun.
+            do {
+                try store.setProgress(run.job, step: state.step)
+                lastProgressWrite[run.job] = state.step
+                lastProgressAt = Date()
+            } catch {
+                logger.error("could not record the job's progress", metadata: ["job.id": "\(run.job)", "error": "\(error)"])
+            }
         }
         if run.spec.checkpointEvery > 0 && state.step % run.spec.checkpointEvery == 0 && state.step < run.steps {
-            try writeCheckpoint(run)
+            do { try writeCheckpoint(run) } catch {
+                logger.error("could not write a checkpoint; training goes on", metadata: ["job.id": "\(run.job)", "step": "\(state.step)", "error": "\(error)"])
+                try? store.recordEvent(actor: "coordinator", kind: "checkpoint.failed", job: run.job, detail: "step \(state.step): \(error)")
+            }
         }
         if state.step >= run.steps {
             run.phase = .finishing
@@ -425,8 +436,18 @@ extension CoordinatorLoop {
     }
 
     /// The job's last step and its evaluation are done: the final checkpoint, then completed.
+    /// If the checkpoint cannot be written (a full disk), the job fails with why, keeping its
+    /// state: `cohort resume` finishes it once the disk is fixed.
     private func finish(_ run: JobRun) throws {
-        let path = try writeCheckpoint(run)
+        let path: String
+        do { path = try writeCheckpoint(run) } catch {
+            let reason = "the final checkpoint could not be written (\(error)); fix that and `cohort resume \(run.job)`"
+            logger.error("job failed", metadata: ["job.id": "\(run.job)", "reason": "\(reason)"])
+            endRun(run.job, reason: reason, keepState: true)
+            try store.transition(run.job, to: .failed, reason: reason, actor: "coordinator")
+            workersChanged = true
+            return
+        }
         run.phase = .done
         endRun(run.job, reason: "completed", keepState: false)
         try store.transition(run.job, to: .completed, reason: nil, actor: "coordinator")
@@ -441,13 +462,20 @@ extension CoordinatorLoop {
     @discardableResult
     func writeCheckpoint(_ run: JobRun) throws -> String {
         guard let state = run.state else { return "" }
-        let dir = URL(fileURLWithPath: settings.dataDirectory).appendingPathComponent("checkpoints/job-\(run.job)")
+        return try writeCheckpoint(job: run.job, dataset: run.spec.data.dataset, state: state)
+    }
+
+    @discardableResult
+    func writeCheckpoint(job: Job.ID, dataset: String, state: JobRun.TrainingState) throws -> String {
+        let dir = URL(fileURLWithPath: settings.dataDirectory).appendingPathComponent("checkpoints/job-\(job)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let url = dir.appendingPathComponent("step-\(state.step).safetensors")
+        var extra = ["job": "\(job)", "dataset": dataset]
+        if !state.appliedThisStep.isEmpty { extra[Self.appliedShardsKey] = state.appliedThisStep.sorted().map(String.init).joined(separator: ",") }
         try ModelCheckpoint.write(to: url, model: state.model, optimizer: state.optimizer, state: state.optimizerState,
-                                  step: state.step, extra: ["job": "\(run.job)", "dataset": run.spec.data.dataset])
+                                  step: state.step, extra: extra)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
-        try store.recordCheckpoint(job: run.job, step: state.step, path: url.path, bytes: bytes)
+        try store.recordCheckpoint(job: job, step: state.step, path: url.path, bytes: bytes)
         // Keep the newest few.
         let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
         let steps = files.compactMap { f -> Int? in
@@ -460,18 +488,63 @@ extension CoordinatorLoop {
         return url.path
     }
 
-    /// The training state of a job's newest checkpoint (after a coordinator restart).
+    /// The training state of a job's newest readable checkpoint (after a coordinator restart);
+    /// nil when the job has none. A checkpoint whose file is gone or does not read is skipped for
+    /// the one before it (with a warning); if the job has checkpoints and none reads, this
+    /// throws, and the job fails with why: it never starts over from step 0 unseen.
     func loadCheckpoint(job: Job.ID) throws -> JobRun.TrainingState? {
-        guard let (step, path) = try store.latestCheckpoint(job: job), FileManager.default.fileExists(atPath: path) else { return nil }
-        let url = URL(fileURLWithPath: path)
-        let file = try Safetensors.read(from: url)
-        guard let description = try CheckpointMetadata.model(file.metadata) else { return nil }
+        let checkpoints = try store.checkpoints(job: job)
+        guard !checkpoints.isEmpty else { return nil }
         let spec = try JobSpec.parse(yaml: try store.job(job).spec, source: "job \(job)")
-        let model = try Model(description, seed: spec.seed)
-        let optimizer = spec.coordinatorOptimizer
-        let state = optimizer.makeState(parameterCount: model.parameterCount)
-        try ModelCheckpoint.read(from: url, into: model, optimizer: optimizer, state: state)
-        logger.notice("resuming from checkpoint", metadata: ["job.id": "\(job)", "step": "\(step)", "path": "\(path)"])
-        return JobRun.TrainingState(model: model, optimizer: optimizer, optimizerState: state, step: step)
+        var problems: [String] = []
+        for (step, path) in checkpoints {
+            do {
+                let url = URL(fileURLWithPath: path)
+                let file = try Safetensors.read(from: url)
+                guard let description = try CheckpointMetadata.model(file.metadata) else {
+                    throw TrainingError("it records no model description")
+                }
+                let model = try Model(description, seed: spec.seed)
+                let optimizer = spec.coordinatorOptimizer
+                let state = optimizer.makeState(parameterCount: model.parameterCount)
+                try ModelCheckpoint.read(from: url, into: model, optimizer: optimizer, state: state)
+                logger.notice("resuming from checkpoint", metadata: ["job.id": "\(job)", "step": "\(step)", "path": "\(path)"])
+                let training = JobRun.TrainingState(model: model, optimizer: optimizer, optimizerState: state, step: step)
+                // Shards already updated in the step in progress when a graceful stop wrote it.
+                training.appliedThisStep = Set(file.metadata[Self.appliedShardsKey]?.split(separator: ",").compactMap { Int($0) } ?? [])
+                return training
+            } catch {
+                logger.warning("a checkpoint cannot be read; trying the one before", metadata: ["job.id": "\(job)", "path": "\(path)", "error": "\(error)"])
+                problems.append("step \(step) (\(path)): \(error)")
+            }
+        }
+        throw TrainingError("none of the job's checkpoints can be read: " + problems.joined(separator: "; "))
     }
+
+    /// A graceful stop (SIGTERM): every job's training state that is newer than its last
+    /// checkpoint (running, or suspended while it waits) is written as one, so that the
+    /// restarted coordinator resumes where this one stopped rather than at the last periodic
+    /// checkpoint (or step 0: `checkpoint-every` is 0 by default). Mid-step, the checkpoint
+    /// records which parameter shards the step had already updated.
+    func checkpointOnStop() {
+        var states = runs.values.compactMap { run in run.state.map { (run.job, run.spec.data.dataset, $0) } }
+        for (id, state) in suspended {
+            guard let dataset = try? JobSpec.parse(yaml: store.job(id).spec).data.dataset else { continue }
+            states.append((id, dataset, state))
+        }
+        for (id, dataset, state) in states {
+            let latest = (try? store.latestCheckpoint(job: id))??.step
+            guard latest != state.step || !state.appliedThisStep.isEmpty, state.step > 0 || !state.appliedThisStep.isEmpty else { continue }
+            do {
+                let path = try writeCheckpoint(job: id, dataset: dataset, state: state)
+                logger.notice("checkpoint on stop", metadata: ["job.id": "\(id)", "step": "\(state.step)", "path": "\(path)"])
+            } catch {
+                logger.error("could not write a checkpoint on stop", metadata: ["job.id": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Checkpoint metadata: the parameter shards the step in progress had updated (a checkpoint
+    /// written mid-step, when the coordinator stops).
+    static let appliedShardsKey = "cohort.applied-shards"
 }

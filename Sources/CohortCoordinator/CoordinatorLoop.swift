@@ -175,6 +175,7 @@ final class CoordinatorLoop {
             }
         }
         flushHeartbeats()
+        checkpointOnStop()
         zap?.stop()
     }
 

@@ -158,6 +158,14 @@ extension Store {
         }
     }
 
+    /// A job's checkpoints, newest first.
+    public func checkpoints(job: Job.ID) throws(StoreError) -> [(step: Int, path: String)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT step, path FROM checkpoints WHERE job_id = ? ORDER BY step DESC, id DESC", arguments: [job])
+                .map { ($0["step"], $0["path"]) }
+        }
+    }
+
     /// The newest checkpoint of a job, if any.
     public func latestCheckpoint(job: Job.ID) throws(StoreError) -> (step: Int, path: String)? {
         try read { db in

@@ -494,9 +494,13 @@ public struct DownloadRequest: Sendable, Hashable, Codable {
     public var job: Int64
     public var offset: Int
     public var length: Int
-    public init(job: Int64, offset: Int, length: Int) {
+    /// The checkpoint to read (its step); nil: the newest. A client names the step the first
+    /// chunk's header gave, so that a checkpoint written mid-download cannot splice into it.
+    public var step: Int?
+    public init(job: Int64, offset: Int, length: Int, step: Int? = nil) {
         self.job = job
         self.offset = offset
         self.length = length
+        self.step = step
     }
 }

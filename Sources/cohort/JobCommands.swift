@@ -211,10 +211,17 @@ struct Download: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Download a job's model (its final or latest checkpoint, safetensors) in chunks.")
     @Argument(help: "The job id.") var job: Int64
-    @Option(help: "Where to write the file (it is written to FILE.part, then renamed).") var out: String
+    @Option(help: "Where to write the file (written to FILE.part, then renamed over FILE); a directory gets DIR/job-JOB.safetensors.")
+    var out: String
     @OptionGroup var options: ClientOptions
 
     func run() throws {
+        var isDirectory: ObjCBool = false
+        let out = FileManager.default.fileExists(atPath: self.out, isDirectory: &isDirectory) && isDirectory.boolValue
+            ? (self.out as NSString).appendingPathComponent("job-\(job).safetensors") : self.out
+        if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ValidationError("\(out) is a directory; give a file name")
+        }
         let part = out + ".part"
         guard FileManager.default.createFile(atPath: part, contents: nil), let file = FileHandle(forWritingAtPath: part) else {
             throw ValidationError("cannot write \(part)")
@@ -226,8 +233,13 @@ struct Download: ParsableCommand {
             }
             try file.synchronize()
             try file.close()
-            if FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
-            try FileManager.default.moveItem(atPath: part, toPath: out)
+            // rename(2) replaces a file at `out` atomically: readers see the old model or the new one.
+            guard rename(part, out) == 0 else { throw ValidationError("cannot rename \(part) to \(out): \(String(cString: strerror(errno)))") }
+            let parent = open((out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent, O_RDONLY)
+            if parent >= 0 {
+                fsync(parent)
+                close(parent)
+            }
         } catch {
             try? file.close()
             try? FileManager.default.removeItem(atPath: part)

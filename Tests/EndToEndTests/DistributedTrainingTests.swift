@@ -68,6 +68,17 @@ struct DistributedTrainingTests {
         let model = try Safetensors.read(from: URL(fileURLWithPath: out))
         #expect(model.tensors.first { $0.name == "layers.0.weight" }?.shape == [256, 64])
         #expect(model.metadata["job"] == "\(id)")
+        // Downloaded again over the first: the file is replaced whole. Into a directory: the
+        // file goes inside it, and nothing already there is touched.
+        #expect(try await c.cli(["download", "\(id)", "--out", out]).status == 0)
+        #expect(try Safetensors.read(from: URL(fileURLWithPath: out)).metadata["job"] == "\(id)")
+        let folder = c.dataDir + "/models"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: folder + "/notes.txt"))
+        let intoFolder = try await c.cli(["download", "\(id)", "--out", folder])
+        #expect(intoFolder.status == 0, "\(intoFolder.stderr)")
+        #expect(try String(contentsOfFile: folder + "/notes.txt", encoding: .utf8) == "keep me")
+        #expect(try Safetensors.read(from: URL(fileURLWithPath: folder + "/job-\(id).safetensors")).metadata["job"] == "\(id)")
         withExtendedLifetime(workers) {}
     }
 
@@ -344,12 +355,44 @@ extension DistributedTrainingTests {
         let id = try await submit(c, Self.faultSpec)
         try await waitForStep(c, id, atLeast: 450) // past two checkpoints
         c.daemon?.stop(signal: SIGKILL)
+        // The newest checkpoint's file is lost too: the restart falls back to the one before
+        // (it must never start over from step 0 unseen).
+        let directory = c.dataDir + "/checkpoints/job-\(id)"
+        let newest = try #require(try FileManager.default.contentsOfDirectory(atPath: directory)
+            .compactMap { Int($0.dropFirst("step-".count).dropLast(".safetensors".count)) }.max())
+        try FileManager.default.removeItem(atPath: directory + "/step-\(newest).safetensors")
         try c.start()
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let job = try await waitForJob(c, id, until: ["completed", "failed"])
         #expect(job.state == "completed", "\(job.reason ?? "")")
         let all = try await events(c, id)
         #expect(all.contains { $0.kind == "job.waiting" && $0.detail.contains("coordinator restarted") })
+        let log = c.daemon?.log ?? ""
+        #expect(log.contains("a checkpoint cannot be read; trying the one before"))
+        #expect(log.contains("step=\(newest - 200) [CohortCoordinator] resuming from checkpoint"), "\(log.suffix(1500))")
+        withExtendedLifetime(workers) {}
+    }
+}
+
+extension DistributedTrainingTests {
+    /// SIGTERM to the coordinator mid-job, with no periodic checkpoints (`checkpoint-every: 0`,
+    /// the default): it writes the job's state as a checkpoint on its way out, and the restarted
+    /// coordinator resumes from that step instead of step 0.
+    @Test func stoppingTheCoordinatorMidJobCheckpointsWhereItStopped() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let id = try await submit(c, Self.faultSpec.replacingOccurrences(of: "checkpoint-every: 200", with: "checkpoint-every: 0"))
+        try await waitForStep(c, id, atLeast: 300)
+        c.daemon?.stop(signal: SIGTERM)
+        let stopLog = c.daemon?.log ?? ""
+        let stoppedAt = try #require(stopLog.split(separator: "\n").last { $0.contains("checkpoint on stop") }, "\(stopLog.suffix(2000))")
+        let step = try #require(stoppedAt.split(separator: "step=").last.flatMap { Int($0.prefix { $0.isNumber }) })
+        #expect(step >= 300)
+        try c.start()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
         #expect(c.daemon?.log.contains("resuming from checkpoint") == true)
         withExtendedLifetime(workers) {}
     }
