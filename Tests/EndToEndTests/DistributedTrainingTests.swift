@@ -398,6 +398,42 @@ extension DistributedTrainingTests {
     }
 }
 
+extension DistributedTrainingTests {
+    /// Checkpoints that cannot be written (here a file sits where the job's checkpoint directory
+    /// goes; a full disk acts alike): training goes on past the periodic ones, each recorded as
+    /// `checkpoint.failed`; the final one fails the job with the reason; once the way is clear,
+    /// `cohort resume` finishes it from the state the coordinator kept.
+    @Test func checkpointsThatCannotBeWrittenNeitherStallNorLoseTheJob() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        try FileManager.default.createDirectory(atPath: c.dataDir + "/checkpoints", withIntermediateDirectories: true)
+        let blocker = c.dataDir + "/checkpoints/job-1"
+        try Data("not a directory".utf8).write(to: URL(fileURLWithPath: blocker))
+        let id = try await submit(c, """
+            name: disk-trouble
+            model: {kind: mlp, hidden: [64]}
+            data: {dataset: digits}
+            training: {steps: 60, global-batch-size: 32}
+            eval-every: 0
+            checkpoint-every: 20
+            cluster: {min-workers: 2}
+            """)
+        #expect(id == 1)
+        let failed = try await waitForJob(c, id, until: ["completed", "failed"], timeout: 90)
+        #expect(failed.state == "failed")
+        #expect(failed.reason?.contains("the final checkpoint could not be written") == true, "\(failed.reason ?? "")")
+        #expect(failed.step == 60, "training went past the failed periodic checkpoints")
+        #expect(try await events(c, id).filter { $0.kind == "checkpoint.failed" }.count == 2)
+        try FileManager.default.removeItem(atPath: blocker)
+        #expect(try await c.cli(["resume", "\(id)"]).status == 0)
+        let done = try await waitForJob(c, id, until: ["completed", "failed"], timeout: 90)
+        #expect(done.state == "completed", "\(done.reason ?? "")")
+        #expect(FileManager.default.fileExists(atPath: blocker + "/step-60.safetensors"))
+        withExtendedLifetime(workers) {}
+    }
+}
+
 /// The bytes of a shard's header message (counted with its payload).
 let shardEnvelopeBytes = Message.shard(ShardHeader(job: 1, step: 1, kind: .gradient, encoding: .fp32, shard: 0, shardCount: 1,
                                                    elementOffset: 0, elementCount: 1, sampleCount: 1)).encode().count
