@@ -110,6 +110,12 @@ extension CoordinatorLoop {
             }
             run.metrics[m.step, default: [:]][member] = m
             try metricsArrived(run, step: m.step)
+        case NoticeKind.decline:
+            // A member that cannot load the job would leave it gathering for good: the job fails
+            // with the member's reason (fix the site, then `cohort resume`).
+            let d = try notice.decodeBody(as: TrainingNotice.Release.self)
+            guard let run = runs[d.job], run.members.contains(member), run.phase == .gathering else { return }
+            failJob(run.job, "\(member) cannot take the job: \(String(d.reason.prefix(2000)))")
         case NoticeKind.goodbye:
             // A worker stopping cleanly (SIGTERM): no need to wait for its heartbeats to lapse.
             if let worker = try store.worker(named: member), worker.state == .idle || worker.state == .busy {

@@ -327,6 +327,9 @@ public enum NoticeKind {
     public static let assign = "assign"
     /// worker → coordinator (control): the job's data and model are loaded. Body `Ready`.
     public static let ready = "ready"
+    /// worker → coordinator (control): it cannot take the job it was assigned (its data root
+    /// lacks the dataset, a file does not read, …). Body `Release`: the job and why.
+    public static let decline = "decline"
     /// worker → coordinator (data): binds this data connection to the sender. Body `Attach`.
     public static let attach = "attach"
     /// worker → coordinator (control): test metrics after a step. Body `Metrics`.

@@ -281,6 +281,8 @@ public final class WorkerAgent {
             guard let a = try? notice.decodeBody(as: TrainingNotice.Assignment.self) else { return }
             do { try take(a) } catch {
                 logger.error("cannot take the job", metadata: ["job.id": "\(a.job)", "error": "\(error)"])
+                // Said, so that the job does not wait for this worker for good.
+                try? sendNotice(control, NoticeKind.decline, TrainingNotice.Release(job: a.job, reason: "\(error)"))
             }
         case NoticeKind.release:
             guard let r = try? notice.decodeBody(as: TrainingNotice.Release.self), current?.assignment.job == r.job else { return }

@@ -12,14 +12,14 @@ struct DistributedTrainingTests {
     static let examples = TestSupport.packageRoot.appendingPathComponent("deploy/datasets/examples")
 
     /// Starts `count` workers, each enrolled with its own token at its institution.
-    func startWorkers(_ c: CoordinatorProcess, _ sites: [(name: String, institution: String)]) async throws -> [Daemon] {
+    func startWorkers(_ c: CoordinatorProcess, _ sites: [(name: String, institution: String)], extraArguments: [String] = []) async throws -> [Daemon] {
         var daemons: [Daemon] = []
         for site in sites {
             let token = try await c.cli(["admin", "token", "--institution", site.institution, "--role", "worker", "--ttl", "10m"])
             try #require(token.status == 0, "\(token.stderr)")
             let dir = c.dataDir + "/" + site.name
             daemons.append(try Daemon(try cohortBinary(), ["worker", "--state-dir", dir, "--join", token.stdout.trimmingCharacters(in: .whitespacesAndNewlines),
-                                                            "--name", site.name, "--threads", "1"],
+                                                            "--name", site.name, "--threads", "1"] + extraArguments,
                                       logPath: dir + ".log"))
         }
         return daemons
@@ -430,6 +430,29 @@ extension DistributedTrainingTests {
         let done = try await waitForJob(c, id, until: ["completed", "failed"], timeout: 90)
         #expect(done.state == "completed", "\(done.reason ?? "")")
         #expect(FileManager.default.fileExists(atPath: blocker + "/step-60.safetensors"))
+        withExtendedLifetime(workers) {}
+    }
+}
+
+extension DistributedTrainingTests {
+    /// A worker that cannot load its job (here its data root lacks the dataset) says so, and the
+    /// job fails with its reason instead of waiting for it for good.
+    @Test func aWorkerThatCannotLoadTheJobFailsItWithTheReason() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let empty = c.dataDir + "/empty-data-root"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let workers = try await startWorkers(c, [("pku-01", "pku")], extraArguments: ["--data-root", empty])
+        let id = try await submit(c, """
+            name: no-data-here
+            model: {kind: mlp, hidden: [16]}
+            data: {dataset: digits}
+            training: {steps: 5, global-batch-size: 8}
+            cluster: {min-workers: 1}
+            """)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"], timeout: 60)
+        #expect(job.state == "failed")
+        #expect(job.reason?.contains("pku-01 cannot take the job") == true && job.reason?.contains("digits") == true, "\(job.reason ?? "")")
         withExtendedLifetime(workers) {}
     }
 }
