@@ -179,6 +179,10 @@ extension JobSpec {
         }
 
         let cluster = optional(top, "cluster").map { readCluster($0, f) } ?? Cluster()
+        if cluster.maxWorkers > training.globalBatchSize, let node = optional(top, "cluster") {
+            // Every worker takes a slice of each global batch: one with none could never contribute.
+            f.report("cluster.max-workers", node, "is \(cluster.maxWorkers), more than training.global-batch-size (\(training.globalBatchSize)): every worker needs at least one example of each global batch")
+        }
 
         guard let model else { return nil }
         var spec = JobSpec(name: name, model: model, data: data, optimizer: optimizer, schedule: schedule, training: training,

@@ -99,6 +99,15 @@ struct JobSpecTests {
         #expect(problems("{kind: mlp, hidden: [4096, 4096]}") == "")
     }
 
+    /// Every worker takes a slice of each global batch, so a job may not take more workers than
+    /// a global batch has examples.
+    @Test func moreWorkersThanExamplesPerBatchIsAProblem() throws {
+        let yaml = "name: wide\nmodel: {kind: mlp}\ndata: {dataset: digits}\ntraining: {steps: 10, global-batch-size: 4}\ncluster: {min-workers: 2, max-workers: 8}\n"
+        let error = try #require(throws: SpecError.self) { try JobSpec.parse(yaml: yaml) }
+        #expect(error.description.contains("cluster.max-workers: is 8, more than training.global-batch-size (4)"), "\(error)")
+        #expect((try? JobSpec.parse(yaml: yaml.replacingOccurrences(of: "max-workers: 8", with: "max-workers: 4"))) != nil)
+    }
+
     @Test func camelAndSnakeCaseKeysSuggestKebabCase() throws {
         let error = try #require(throws: SpecError.self) {
             try JobSpec.parse(yaml: "name: a\nmodel: {kind: mlp}\ndata: {dataset: d}\ntraining: {steps: 1, global_batch_size: 8}\nevalEvery: 3\n")
