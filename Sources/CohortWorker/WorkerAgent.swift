@@ -374,8 +374,9 @@ public final class WorkerAgent {
             guard let message = decode(frames) else { continue }
             switch message {
             case let .shard(h) where (h.kind == .parameters || h.kind == .delta) && h.job == UInt64(job.assignment.job):
+                // From the coordinator, or a site delegate (another worker): a u64 step must not trap.
                 let offset = Int(h.elementOffset), count = Int(h.elementCount)
-                guard offset + count <= job.model.parameterCount else { continue }
+                guard let step = Int(exactly: h.step), offset + count <= job.model.parameterCount else { continue }
                 let target = job.replica.baseAddress + offset
                 let landed: Bool = withExtendedLifetime(frames) {
                     let payload = frames[1].unsafeBytes
@@ -403,16 +404,16 @@ public final class WorkerAgent {
                         try? send(site!, [.bytes(identity), .bytes(envelope), .bytes(payload)])
                     }
                 }
-                shardLanded(job, step: Int(h.step), shardCount: Int(h.shardCount))
+                shardLanded(job, step: step, shardCount: Int(h.shardCount))
             case let .sharedShard(h) where h.kind == .parameters && h.job == UInt64(job.assignment.job):
                 // The parameters are in the shared segment; a shard the coordinator has since
                 // rewritten (this worker fell behind) does not count (what the copy left in the
                 // replica is overwritten before the step can start): newer ones follow.
                 let offset = Int(h.elementOffset), count = Int(h.elementCount)
-                guard let segment = job.sharedParameters, offset + count <= job.model.parameterCount,
-                      segment.read(shard: Int(h.shard), step: Int(h.step), offset: offset, count: count, into: job.replica.baseAddress + offset)
+                guard let step = Int(exactly: h.step), let segment = job.sharedParameters, offset + count <= job.model.parameterCount,
+                      segment.read(shard: Int(h.shard), step: step, offset: offset, count: count, into: job.replica.baseAddress + offset)
                 else { continue }
-                shardLanded(job, step: Int(h.step), shardCount: Int(h.shardCount))
+                shardLanded(job, step: step, shardCount: Int(h.shardCount))
             case let .notice(n) where n.kind == NoticeKind.sharedMemory:
                 mapSharedMemory(job, n)
             case let .notice(n) where n.kind == NoticeKind.attach:
