@@ -148,6 +148,29 @@ struct DataReaderTests {
         #expect(Dataset.splitRows(count: 50, .init(testFraction: 0.2, seed: 8), split: .test) != ids(test))
     }
 
+    /// Headers and manifests that declare absurd sizes are errors that say so, never traps
+    /// (their byte counts overflowed Int).
+    @Test func absurdSizesAreErrorsNotTraps() throws {
+        // IDX: two dimensions of 2^31 int16s: 2^63 bytes.
+        let idx: [UInt8] = [0, 0, 0x0B, 2, 0x80, 0, 0, 0, 0x80, 0, 0, 0]
+        let idxError = try #require(throws: DataError.self) { try IDXReader.parse(idx, name: "huge.idx") }
+        #expect(idxError.description.contains("huge.idx") && idxError.description.contains("truncated"), "\(idxError)")
+        // NPY: 2^61 float64s.
+        var header = Array("{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }".utf8)
+        while (10 + header.count + 1) % 64 != 0 { header.append(0x20) }
+        header.append(0x0A)
+        let npy: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.count & 0xFF), UInt8(header.count >> 8)] + header
+        let npyError = try #require(throws: DataError.self) { try NPYReader.parse(npy, name: "huge.npy") }
+        #expect(npyError.description.contains("too large"), "\(npyError)")
+        // A manifest: 2^64 features per example, 2^32 classes.
+        var manifest = tinyIDX()
+        manifest.shape = [4_294_967_296, 4_294_967_296]
+        manifest.classes = 4_294_967_296
+        let problems = manifest.problems()
+        #expect(problems.contains { $0.contains("more than 2^30 features per example") }, "\(problems)")
+        #expect(problems.contains { $0.contains("`classes` must be an integer from 1 to 16777216") }, "\(problems)")
+    }
+
     @Test func manifestProblemsListEverythingAtOnce() throws {
         let manifest = DatasetManifest(name: "x", source: "x/dataset.yaml", format: .idx,
                                        train: .init(features: URL(fileURLWithPath: "/x/y.idx")), shape: [], classes: 0)

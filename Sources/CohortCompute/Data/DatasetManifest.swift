@@ -146,8 +146,10 @@ public struct DatasetManifest: Sendable, Hashable {
         } else {
             if shape.isEmpty || shape.contains(where: { $0 <= 0 }) {
                 problems.append("`shape` must be a non-empty list of positive integers, got \(shape)")
+            } else if shape.reduce(into: 1, { width, d in width = width.multipliedReportingOverflow(by: d).overflow ? Int.max : min(width * d, Int.max) }) > 1 << 30 {
+                problems.append("`shape` \(shape) gives more than 2^30 features per example")
             }
-            if classes < 1 { problems.append("`classes` must be a positive integer, got \(classes)") }
+            if classes < 1 || classes > 1 << 24 { problems.append("`classes` must be an integer from 1 to 16777216, got \(classes)") }
             if !scale.isFinite || scale == 0 { problems.append("`scale` must be a finite non-zero number, got \(scale)") }
         }
         return problems

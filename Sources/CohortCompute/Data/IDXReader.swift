@@ -33,7 +33,8 @@ enum IDXReader {
             shape.append(size)
             count = count.multipliedReportingOverflow(by: size).overflow ? Int.max : count * size
         }
-        let expected = count == Int.max ? Int.max : headerSize + count * element.size
+        let (body, overflow) = count.multipliedReportingOverflow(by: element.size)
+        let expected = overflow || body > Int.max - headerSize ? Int.max : headerSize + body
         if bytes.count < expected {
             throw DataError(name, "declares shape \(shape) (\(expected) bytes) but holds only \(bytes.count) bytes; the file is truncated, fetch or copy it again")
         }

@@ -61,7 +61,9 @@ enum NPYReader {
             guard !overflow else { throw DataError(name, "NPY shape \(shape) is too large") }
             count = product
         }
-        let expected = dataStart + count * element.size
+        let (body, overflow) = count.multipliedReportingOverflow(by: element.size)
+        guard !overflow, body <= Int.max - dataStart else { throw DataError(name, "NPY shape \(shape) is too large") }
+        let expected = dataStart + body
         if bytes.count < expected {
             throw DataError(name, "declares shape \(shape) of \(descr) (\(expected) bytes) but holds only \(bytes.count) bytes; the file is truncated")
         }
