@@ -49,6 +49,11 @@ public final class WorkerAgent {
     var registered = false
     /// Smoothed heartbeat round trip to the coordinator, ms (reported with progress).
     var rttMs: Double?
+    /// When anything last came from the coordinator, and when silence was last reported: an
+    /// unreachable coordinator (down, a wrong address, a wrong pinned key, a revoked key that
+    /// its ZAP refuses) is said plainly, every minute, while the worker keeps trying.
+    private var lastHeard = Date()
+    private var lastSilenceReport: Date?
     /// The ipc data endpoint and session id the coordinator offered (this host only).
     var ipc: (endpoint: String, session: [UInt8])?
     var current: ActiveJob?
@@ -217,6 +222,13 @@ public final class WorkerAgent {
     }
 
     private func heartbeat() {
+        let silent = Date().timeIntervalSince(lastHeard)
+        if silent > max(10, 5 * heartbeatInterval), Date().timeIntervalSince(lastSilenceReport ?? .distantPast) >= 60 {
+            lastSilenceReport = Date()
+            logger.warning("no answer from the coordinator; still trying",
+                           metadata: ["coordinator": "\(settings.address)", "silent.seconds": "\(Int(silent))",
+                                      "check": "that it runs and is reachable at this address, that its public key is the one this worker pinned, and that this worker's key was not revoked"])
+        }
         sequence += 1
         let beat = Heartbeat(sequence: sequence, sentAtNanos: DispatchTime.now().uptimeNanoseconds)
         let bytes = Message.heartbeat(beat).encode()
@@ -239,6 +251,11 @@ public final class WorkerAgent {
 
     private func drainControl() {
         while let frames = try? control.receive(dontWait: true) {
+            lastHeard = Date()
+            if lastSilenceReport != nil {
+                lastSilenceReport = nil
+                logger.notice("the coordinator answers again", metadata: ["coordinator": "\(settings.address)"])
+            }
             guard let message = decode(frames) else { continue }
             switch message {
             case let .apiReply(reply):

@@ -457,6 +457,26 @@ extension DistributedTrainingTests {
     }
 }
 
+extension DistributedTrainingTests {
+    /// A worker whose coordinator stops answering says so in its log (with what to check) while
+    /// it keeps trying, and says when it answers again.
+    @Test func aWorkerSaysWhenTheCoordinatorStopsAnswering() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku")])
+        try await Task.sleep(for: .seconds(2))
+        c.daemon?.stop(signal: SIGKILL)
+        try await Task.sleep(for: .seconds(13))
+        let log = { (try? String(contentsOfFile: c.dataDir + "/pku-01.log", encoding: .utf8)) ?? "" }
+        #expect(log().contains("no answer from the coordinator; still trying"), "\(log().suffix(1500))")
+        try c.start()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        try await Task.sleep(for: .seconds(2))
+        #expect(log().contains("the coordinator answers again"), "\(log().suffix(1500))")
+        withExtendedLifetime(workers) {}
+    }
+}
+
 /// The bytes of a shard's header message (counted with its payload).
 let shardEnvelopeBytes = Message.shard(ShardHeader(job: 1, step: 1, kind: .gradient, encoding: .fp32, shard: 0, shardCount: 1,
                                                    elementOffset: 0, elementCount: 1, sampleCount: 1)).encode().count
