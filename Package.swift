@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "CohortStoreTests", dependencies: ["CohortStore", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CohortWorkerTests", dependencies: ["CohortWorker"], swiftSettings: strict),
         // Drives the release-built binary (deploy/test.sh builds it first).
-        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CohortClient", "CohortStore", "CohortWire", "CohortTransport", "CohortCompute"],
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CohortClient", "CohortStore", "CohortWire", "CohortTransport", "CohortCompute", "CohortSpec"],
                     swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -333,6 +333,10 @@ public final class WorkerAgent {
         heartbeat()
         let test = try Dataset.load(manifest, split: .test, context: context)
         heartbeat()
+        // `shared` data: the files as they are and how the manifest reads them, so that members
+        // with different copies or different splits are caught before they train.
+        let identity = spec.data.sharding == .shared ? try ContentHash.identity(manifest) : manifest.contentHash
+        heartbeat()
         let model = try Model(description, seed: spec.seed)
         let sampler = try Sampler(seed: spec.seed, datasetSize: train.count, globalBatchSize: spec.training.globalBatchSize)
         let data = try Socket(self.context, .dealer)
@@ -358,7 +362,7 @@ public final class WorkerAgent {
         try sendNotice(data, NoticeKind.attach, TrainingNotice.Attach(job: a.job))
         let modelJSON = String(decoding: try JSONEncoder().encode(description), as: UTF8.self)
         var ready = TrainingNotice.Ready(job: a.job, model: modelJSON, parameterCount: model.parameterCount,
-                                         trainExamples: train.count, contentHash: manifest.contentHash)
+                                         trainExamples: train.count, contentHash: identity)
         ready.parametersDigest = model.parameters.digest
         if job.inner != nil { job.replica.baseAddress.update(from: model.parameters.baseAddress, count: model.parameterCount) }
         if let role = a.site, role.role == .delegate, !role.members.isEmpty {

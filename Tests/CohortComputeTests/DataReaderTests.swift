@@ -171,6 +171,31 @@ struct DataReaderTests {
         #expect(problems.contains { $0.contains("`classes` must be an integer from 1 to 16777216") }, "\(problems)")
     }
 
+    /// Members of a `shared` job compare their files as they are and how their manifests read
+    /// them: the same files carved into another split are another dataset; a declared hash that
+    /// the files do not match is an error.
+    @Test func sharedDataIdentityCoversTheFilesAndHowTheyAreRead() throws {
+        var manifest = tinyIDX()
+        manifest.contentHash = nil
+        let base = try ContentHash.identity(manifest)
+        #expect(base.hasPrefix(try ContentHash.compute(manifest) + " reading:"))
+        #expect(try ContentHash.identity(manifest) == base)
+        var otherScale = manifest
+        otherScale.scale = 0.5
+        #expect(try ContentHash.identity(otherScale) != base)
+        var otherSplit = manifest
+        otherSplit.test = nil
+        otherSplit.split = .init(testFraction: 0.2, seed: 9)
+        var sameSplit = otherSplit
+        #expect(try ContentHash.identity(otherSplit) != base)
+        sameSplit.split = .init(testFraction: 0.2, seed: 10)
+        #expect(try ContentHash.identity(sameSplit) != ContentHash.identity(otherSplit))
+        var declared = manifest
+        declared.contentHash = "sha256:" + String(repeating: "0", count: 64)
+        let error = try #require(throws: DataError.self) { try ContentHash.identity(declared) }
+        #expect(error.description.contains("do not match `content-hash`"))
+    }
+
     @Test func manifestProblemsListEverythingAtOnce() throws {
         let manifest = DatasetManifest(name: "x", source: "x/dataset.yaml", format: .idx,
                                        train: .init(features: URL(fileURLWithPath: "/x/y.idx")), shape: [], classes: 0)

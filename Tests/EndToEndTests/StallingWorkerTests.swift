@@ -1,4 +1,5 @@
 import CohortCompute
+import CohortSpec
 import CohortTransport
 import CohortWire
 import Foundation
@@ -126,9 +127,8 @@ struct StallingWorkerTests {
         let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", name],
                                            environment: [:], timeout: 30)
         #expect(enrolled.status == 0, "\(enrolled.stderr)")
-        let manifest = try String(contentsOfFile: DataRoot.resolve().appendingPathComponent("digits/dataset.yaml").path, encoding: .utf8)
-        let hash = manifest.split(separator: "\n").first { $0.hasPrefix("content-hash:") }
-            .map { $0.dropFirst("content-hash:".count).trimmingCharacters(in: .whitespaces) }
+        // What a real worker reports for `shared` digits: its files' hash and how it reads them.
+        let hash = try ContentHash.identity(try DatasetManifest.load(dataset: "digits", dataRoot: DataRoot.resolve()))
         return try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
                                   serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
                                   model: .mlp(.init(inputs: 64, hidden: [hidden], classes: 10)), contentHash: hash,

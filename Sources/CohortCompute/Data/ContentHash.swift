@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The content hash of a dataset: one SHA-256 over its files, so that members of a `shared` job
 /// can check that they hold identical data (and the same vocabulary).
@@ -53,6 +54,38 @@ public enum ContentHash {
         guard let vocabulary = manifest.vocabulary else { return nil }
         return try sha256(file: vocabulary)
     }
+
+    /// What the members of a `shared` job compare: the hash of the files as they are (not as
+    /// the manifest declares them; a declared `content-hash` that the files do not match is an
+    /// error), and a digest of what in the manifest decides which rows are train and test and
+    /// what a row holds (format, shape, classes, scale, label column, header, split), since two
+    /// sites whose files match but whose manifests carve or read them differently do not train
+    /// on one dataset. Cached per process by the files' paths, sizes and modification times.
+    public static func identity(_ manifest: DatasetManifest) throws -> String {
+        var key = ""
+        for (_, url) in manifest.files {
+            let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
+            let size = attributes?[.size] as? Int ?? -1
+            let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? -1
+            key += "\(url.path)|\(size)|\(modified)\n"
+        }
+        let files: String
+        if let cached = cache.withLock({ $0[key] }) {
+            files = cached
+        } else {
+            files = try compute(manifest)
+            cache.withLock { $0[key] = files }
+        }
+        if let declared = manifest.contentHash, declared.lowercased() != files {
+            throw DataError(manifest.source, "the data files do not match `content-hash` (manifest \(declared), files \(files)); this site's copy of dataset `\(manifest.name)` differs from the one the manifest describes")
+        }
+        let split = manifest.split.map { "\($0.testFraction) seed \($0.seed)" } ?? "none"
+        let settings = "format \(manifest.format.rawValue) shape \(manifest.shape) classes \(manifest.classes) scale \(manifest.scale) "
+            + "label \(manifest.labelColumn.rawValue) header \(manifest.header.rawValue) split \(split)"
+        return files + " reading:" + sha256(bytes: Array(settings.utf8)).prefix(16)
+    }
+
+    private static let cache = Mutex<[String: String]>([:])
 
     /// Checks the files against the manifest's `content-hash`; throws if it is absent or differs.
     public static func verify(_ manifest: DatasetManifest) throws {
