@@ -338,7 +338,18 @@ public final class WorkerAgent {
         let identity = spec.data.sharding == .shared ? try ContentHash.identity(manifest) : manifest.contentHash
         heartbeat()
         let model = try Model(description, seed: spec.seed)
-        let sampler = try Sampler(seed: spec.seed, datasetSize: train.count, globalBatchSize: spec.training.globalBatchSize)
+        let sampler: Sampler
+        switch spec.data.sharding {
+        case .shared:
+            // One permutation of the common data, split by rank (equal to one process).
+            sampler = try Sampler(seed: spec.seed, datasetSize: train.count, globalBatchSize: spec.training.globalBatchSize)
+        case .perSite:
+            // This site's own data: its own permutation, each batch the size of this rank's
+            // slice, seeded by the job and this worker (docs/datasets.md).
+            let slice = Sampler.slice(rank: a.rank, worldSize: a.worldSize, globalBatchSize: spec.training.globalBatchSize)
+            let own = ContentHash.sha256(bytes: Array(settings.name.utf8)).prefix(16)
+            sampler = try Sampler(seed: spec.seed ^ (UInt64(own, radix: 16) ?? 0), datasetSize: train.count, globalBatchSize: max(slice.count, 1))
+        }
         let data = try Socket(self.context, .dealer)
         try data.setLinger(milliseconds: 0)
         try data.setHighWaterMarks(send: 0, receive: 0)
@@ -495,7 +506,10 @@ public final class WorkerAgent {
     /// The gradient of this rank's slice of global batch `s`, in the model's gradient buffer.
     private func gradient(_ job: ActiveJob, step s: Int) throws -> (StepResult, Int) {
         let a = job.assignment
-        let batch = job.train.gather(job.sampler.indices(step: s, rank: a.rank, worldSize: a.worldSize))
+        let indices = job.spec.data.sharding == .perSite
+            ? job.sampler.indices(step: s, rank: 0, worldSize: 1) // the sampler is this site's alone
+            : job.sampler.indices(step: s, rank: a.rank, worldSize: a.worldSize)
+        let batch = job.train.gather(indices)
         job.model.zeroGradients()
         let r = try job.model.forwardBackward(batch, dropoutSeed: job.spec.seed &+ UInt64(s) &* 0x9E37_79B9 &+ UInt64(a.rank))
         return (r, batch.count)

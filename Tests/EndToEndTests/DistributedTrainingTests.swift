@@ -477,6 +477,36 @@ extension DistributedTrainingTests {
     }
 }
 
+extension DistributedTrainingTests {
+    /// `data.sharding: per-site`: each worker samples its own site's data with a batch of its
+    /// slice's size (its own permutation, seeded by the job and the worker), so a site needs
+    /// only its slice's examples: here 1024 of a global batch of 2048, which no site's ~1600
+    /// digits could fill alone.
+    @Test func perSiteShardingTrainsEachSiteOnItsOwnData() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let workers = try await startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let id = try await submit(c, """
+            name: each-on-its-own
+            model: {kind: mlp, hidden: [64]}
+            data: {dataset: digits, sharding: per-site}
+            optimizer: {kind: sgd, lr: 0.1, momentum: 0.9}
+            training: {steps: 100, global-batch-size: 2048}
+            eval-every: 0
+            cluster: {min-workers: 2}
+            """)
+        let job = try await waitForJob(c, id, until: ["completed", "failed"])
+        #expect(job.state == "completed", "\(job.reason ?? "")")
+        let accuracy = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "test_accuracy"))
+        #expect(accuracy >= 0.85, "test accuracy \(accuracy)")
+        for name in ["pku-01", "sjtu-01"] {
+            let log = try String(contentsOfFile: c.dataDir + "/\(name).log", encoding: .utf8)
+            #expect(!log.contains("step failed"), "\(name): \(log.suffix(800))")
+        }
+        withExtendedLifetime(workers) {}
+    }
+}
+
 /// The bytes of a shard's header message (counted with its payload).
 let shardEnvelopeBytes = Message.shard(ShardHeader(job: 1, step: 1, kind: .gradient, encoding: .fp32, shard: 0, shardCount: 1,
                                                    elementOffset: 0, elementCount: 1, sampleCount: 1)).encode().count
