@@ -40,8 +40,16 @@ struct WorkerCommand: AsyncParsableCommand {
                 _ = try Enroll.enroll(token: token, stateDir: stateDir, key: nil, name: name, timeout: 10)
             }
         }
-        guard FileManager.default.fileExists(atPath: keyPath), let pinned = Pinned.load(for: keyPath) else {
+        guard FileManager.default.fileExists(atPath: keyPath) else {
+            if FileManager.default.fileExists(atPath: Pinned.path(for: keyPath)) {
+                throw ValidationError("\(keyPath) is missing but \(Pinned.path(for: keyPath)) is there: the enrolment is incomplete; "
+                                      + "move \(stateDir) aside and enrol again with a new --join TOKEN")
+            }
             throw ValidationError("\(stateDir) holds no enrolled key: start the worker once with --join TOKEN (from `cohort admin token --role worker`)")
+        }
+        guard let pinned = Pinned.load(for: keyPath) else {
+            throw ValidationError("\(Pinned.path(for: keyPath)) (the coordinator's address and key pinned at enrolment) is missing or does not read; "
+                                  + "move \(stateDir) aside and enrol again with a new --join TOKEN")
         }
         let keys = try CurveKeyPair.load(from: keyPath)
         let serverKey: CurveKey
