@@ -55,6 +55,10 @@ extension CoordinatorLoop {
             guard !submit.requestId.isEmpty, submit.requestId.count <= 128 else {
                 return fail(socket, identity, request, .badRequest, "requestId must be 1 to 128 characters")
             }
+            // Every waiting job's spec is read on each scheduling pass: a spec is a page of YAML.
+            guard submit.spec.utf8.count <= 256 << 10 else {
+                return fail(socket, identity, request, .badRequest, "the job spec is \(submit.spec.utf8.count) bytes; at most 256 KiB")
+            }
             let newJob: NewJob
             do { newJob = try settings.parseSpec(submit.spec, principal) } catch let rejected as SpecRejected {
                 return fail(socket, identity, request, .badRequest, rejected.description)
@@ -111,6 +115,7 @@ extension CoordinatorLoop {
             guard try ownJob(id) else { return }
             try store.transition(id, to: .cancelled, reason: "cancelled by \(principal)", actor: principal)
             endRun(id, reason: "cancelled by \(principal)")
+            persistSuspended(id)
             logger.info("job cancelled", metadata: ["job.id": "\(id)", "by": "\(principal)"])
             workersChanged = true // its workers are free for others
             schedule(now: Date())
@@ -156,8 +161,10 @@ extension CoordinatorLoop {
         case ApiMethod.enroll:
             let enroll = try body(EnrollRequest.self)
             guard case let .enrollee(key) = caller else { return fail(socket, identity, request, .conflict, "this key is already enrolled") }
-            if let name = enroll.name, name.isEmpty || name.count > 64 || name.contains(where: { $0.isWhitespace }) {
-                return fail(socket, identity, request, .badRequest, "name must be 1 to 64 characters without spaces")
+            // Names are shown in operators' terminals: no spaces, and no control characters (an
+            // escape sequence in a name would run in whoever lists it).
+            if let name = enroll.name, name.isEmpty || name.count > 64 || name.contains(where: { $0.isWhitespace || Self.isControl($0) }) {
+                return fail(socket, identity, request, .badRequest, "name must be 1 to 64 characters without spaces or control characters")
             }
             let p = try store.redeem(secretHash: Self.hash(enroll.secret), publicKey: key, name: enroll.name)
             principalCache[key] = nil
@@ -168,8 +175,8 @@ extension CoordinatorLoop {
             guard let role = Principal.Role(rawValue: t.role), role != .admin else {
                 return fail(socket, identity, request, .badRequest, "role must be worker, researcher or operator, got `\(t.role)`")
             }
-            guard !t.institution.isEmpty, t.institution.count <= 64, !t.institution.contains(where: { $0.isWhitespace || $0 == "," }) else {
-                return fail(socket, identity, request, .badRequest, "institution must be 1 to 64 characters without spaces or commas")
+            guard !t.institution.isEmpty, t.institution.count <= 64, !t.institution.contains(where: { $0.isWhitespace || $0 == "," || Self.isControl($0) }) else {
+                return fail(socket, identity, request, .badRequest, "institution must be 1 to 64 characters without spaces, commas or control characters")
             }
             guard t.ttlSeconds > 0, t.ttlSeconds <= 30 * 86_400 else {
                 return fail(socket, identity, request, .badRequest, "ttl must be more than 0 and at most 30 days")
@@ -222,4 +229,16 @@ extension CoordinatorLoop {
 /// The coordinator's software version, reported by `hello`.
 public enum CohortCoordinator {
     public static let version = "0.1.0"
+}
+
+extension CoordinatorLoop {
+    /// A control or format character (ESC, BEL, a bidi override…): never part of a name.
+    static func isControl(_ c: Character) -> Bool {
+        c.unicodeScalars.contains { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format }
+    }
+
+    /// Peer text made safe for one line of a terminal: control characters become spaces.
+    static func oneLine(_ text: some StringProtocol, limit: Int = 2000) -> String {
+        String(String(text.prefix(limit)).map { isControl($0) || $0.isNewline ? " " : $0 })
+    }
 }

@@ -115,7 +115,7 @@ extension CoordinatorLoop {
             // with the member's reason (fix the site, then `cohort resume`).
             let d = try notice.decodeBody(as: TrainingNotice.Release.self)
             guard let run = runs[d.job], run.members.contains(member), run.phase == .gathering else { return }
-            failJob(run.job, "\(member) cannot take the job: \(String(d.reason.prefix(2000)))")
+            failJob(run.job, "\(member) cannot take the job: \(Self.oneLine(d.reason))")
         case NoticeKind.goodbye:
             // A worker stopping cleanly (SIGTERM): no need to wait for its heartbeats to lapse.
             if let worker = try store.worker(named: member), worker.state == .idle || worker.state == .busy {
@@ -525,6 +525,24 @@ extension CoordinatorLoop {
             }
         }
         throw TrainingError("none of the job's checkpoints can be read: " + problems.joined(separator: "; "))
+    }
+
+    /// A cancelled job's training state goes to disk (a checkpoint, unless the newest already
+    /// holds it) instead of staying in memory until a resume that may never come; `cohort
+    /// resume` continues from that checkpoint. Kept in memory only if it cannot be written.
+    func persistSuspended(_ id: Job.ID) {
+        guard let state = suspended[id] else { return }
+        do {
+            let latest = try store.latestCheckpoint(job: id)?.step
+            if (state.step > 0 && latest != state.step) || !state.appliedThisStep.isEmpty {
+                let dataset = try JobSpec.parse(yaml: store.job(id).spec).data.dataset
+                let path = try writeCheckpoint(job: id, dataset: dataset, state: state)
+                logger.notice("checkpoint on cancel", metadata: ["job.id": "\(id)", "step": "\(state.step)", "path": "\(path)"])
+            }
+            suspended[id] = nil
+        } catch {
+            logger.warning("keeping a cancelled job's state in memory: its checkpoint could not be written", metadata: ["job.id": "\(id)", "error": "\(error)"])
+        }
     }
 
     /// A graceful stop (SIGTERM): every job's training state that is newer than its last

@@ -38,13 +38,21 @@ extension JobSpec {
         if !maxGiven { c.maxWorkers = c.minWorkers }
         if let n = present("institutions"),
            let items = f.sequence(n, "cluster.institutions", expected: "a list of institution names, e.g. [pku, sjtu]") {
-            c.institutions = items.enumerated().compactMap { i, item in f.string(item, "cluster.institutions[\(i)]") }
+            c.institutions = items.enumerated().compactMap { i, item in
+                guard let name = f.string(item, "cluster.institutions[\(i)]") else { return nil }
+                // Stored as one comma-joined column, and shown in terminals.
+                if name.isEmpty || name.contains(",") || name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+                    f.report("cluster.institutions[\(i)]", item, "must be an institution name (not empty, no commas or control characters), got \(name.debugDescription)")
+                    return nil
+                }
+                return name
+            }
         }
         if let n = present("resources"), let r = f.mapping(n, path: "cluster.resources", known: ["cores", "memory-gib"]) {
             if let m = r["cores"], !YAMLFields.isNull(m),
                let v = f.integer(m, "cluster.resources.cores", minimum: 1, expected: "a positive integer") { c.minCores = v }
             if let m = r["memory-gib"], !YAMLFields.isNull(m),
-               let v = f.number(m, "cluster.resources.memory-gib", expected: "a non-negative number of GiB", where: { $0 >= 0 }) {
+               let v = f.number(m, "cluster.resources.memory-gib", expected: "a number of GiB from 0 to 1048576", where: { $0 >= 0 && $0 <= 1_048_576 }) {
                 c.minMemoryGiB = v
             }
         }

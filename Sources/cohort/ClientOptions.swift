@@ -24,6 +24,10 @@ struct ClientOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON for scripts instead of a table (docs/cli.md).")
     var json = false
 
+    func validate() throws {
+        guard timeout > 0, timeout <= 86_400 else { throw ValidationError("--timeout must be more than 0 and at most 86400 seconds, got \(timeout)") }
+    }
+
     var keyPath: String {
         key ?? ProcessInfo.processInfo.environment["COHORT_KEY"] ?? (NSHomeDirectory() + "/.config/cohort/key")
     }

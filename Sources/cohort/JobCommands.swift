@@ -66,8 +66,16 @@ struct Status: ParsableCommand {
             guard watch else { return say(Self.render(try client.status(job: job))) }
             let interactive = isatty(1) != 0
             var lastLines = 0
+            var silent = 0
             while true {
-                let s = try client.status(job: job)
+                let s: StatusReply
+                do { s = try client.status(job: job) } catch ClientError.unreachable where silent < 12 {
+                    // A coordinator restarting: keep watching for a minute before giving up.
+                    silent += 1
+                    if silent == 1 { FileHandle.standardError.write(Data("the coordinator does not answer; still watching\n".utf8)) }
+                    continue
+                }
+                silent = 0
                 let text = Self.render(s, events: interactive ? 5 : 0)
                 if interactive {
                     if lastLines > 0 { FileHandle.standardOutput.write(Data("\u{1B}[\(lastLines)F\u{1B}[J".utf8)) }
@@ -76,7 +84,9 @@ struct Status: ParsableCommand {
                 } else {
                     say(text.split(separator: "\n").prefix(4).joined(separator: "\n"))
                 }
-                if ["completed", "failed", "cancelled"].contains(s.job.state) { return }
+                if s.job.state == "completed" { return }
+                // A script waiting on `watch` learns that the job did not succeed.
+                if s.job.state == "failed" || s.job.state == "cancelled" { throw ExitCode(1) }
                 Thread.sleep(forTimeInterval: 1)
             }
         }

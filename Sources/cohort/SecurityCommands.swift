@@ -18,6 +18,7 @@ struct Enroll: ParsableCommand {
     func run() throws {
         let token: JoinToken
         do { token = try JoinToken(text: join) } catch { throw ValidationError(error.description) }
+        guard timeout > 0, timeout <= 86_400 else { throw ValidationError("--timeout must be more than 0 and at most 86400 seconds, got \(timeout)") }
         let path = try Self.enroll(token: token, stateDir: stateDir, key: key, name: name, timeout: timeout)
         print("key: \(path) (coordinator pinned in \(Pinned.path(for: path)))")
     }

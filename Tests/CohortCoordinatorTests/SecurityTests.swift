@@ -30,6 +30,28 @@ struct SecurityTests {
         }
     }
 
+    /// Names and institutions are shown in operators' terminals: one with an escape sequence (or
+    /// any control character) is refused, so nobody can run one in an operator's terminal.
+    @Test func namesWithControlCharactersAreRefused() async throws {
+        let c = try TestCoordinator()
+        try await onDedicatedThread {
+            let admin = try c.client()
+            let institution = #expect(throws: ClientError.self) {
+                try admin.call(ApiMethod.token, TokenRequest(institution: "pku\u{1B}[2J", role: "worker", ttlSeconds: 60), as: TokenReply.self)
+            }
+            #expect(institution?.description.contains("control characters") == true, "\(String(describing: institution))")
+            let token = try admin.call(ApiMethod.token, TokenRequest(institution: "pku", role: "worker", ttlSeconds: 60), as: TokenReply.self)
+            let secret = try JoinToken(text: token.token).secret
+            let name = #expect(throws: ClientError.self) {
+                try c.client(keys: try CurveKeyPair.generate()).call(ApiMethod.enroll, EnrollRequest(secret: secret, name: "eve\u{07}\u{1B}]0;pwned\u{07}"),
+                                                                     as: PrincipalView.self)
+            }
+            #expect(name?.description.contains("control characters") == true, "\(String(describing: name))")
+            // The token was not spent on the refused name.
+            _ = try c.client(keys: try CurveKeyPair.generate()).call(ApiMethod.enroll, EnrollRequest(secret: secret, name: "eve"), as: PrincipalView.self)
+        }
+    }
+
     @Test func aUsedOrExpiredTokenIsRefused() async throws {
         let c = try TestCoordinator()
         try await onDedicatedThread {

@@ -25,6 +25,19 @@ struct ClusterSpecTests {
         #expect(spec.cluster.priority == 5)
     }
 
+    /// Values that passed before and broke later: an institution name with a comma (stored
+    /// comma-joined, it split into two names), and memory in bytes where GiB were meant (the
+    /// coordinator's byte count overflowed and trapped).
+    @Test func institutionNamesAndMemoryAreBounded() {
+        let error = #expect(throws: SpecError.self) {
+            try JobSpec.parse(yaml: Self.base + "cluster: {institutions: [\"pku,sjtu\", \"\"], resources: {memory-gib: 17179869184}}")
+        }
+        let text = error?.description ?? ""
+        #expect(text.contains("cluster.institutions[0]: must be an institution name"), "\(text)")
+        #expect(text.contains("cluster.institutions[1]: must be an institution name"), "\(text)")
+        #expect(text.contains("cluster.resources.memory-gib: must be a number of GiB from 0 to 1048576"), "\(text)")
+    }
+
     @Test func defaultsAreOneWorkerAnywhere() throws {
         let spec = try JobSpec.parse(yaml: Self.base)
         #expect(spec.cluster == JobSpec.Cluster())

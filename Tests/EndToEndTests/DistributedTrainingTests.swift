@@ -329,6 +329,9 @@ extension DistributedTrainingTests {
         withExtendedLifetime(workers) {}
     }
 
+    /// A cancelled job's state goes to a checkpoint (rather than staying in the coordinator's
+    /// memory), and `cohort resume` continues from it; `cohort watch` on a job that ended
+    /// cancelled exits 1.
     @Test func aCancelledJobResumesWhereItStopped() async throws {
         let c = try CoordinatorProcess()
         try await onDedicatedThread { _ = try c.waitUntilServing() }
@@ -336,10 +339,13 @@ extension DistributedTrainingTests {
         let id = try await submit(c, Self.faultSpec)
         try await waitForStep(c, id, atLeast: 300)
         #expect(try await c.cli(["cancel", "\(id)"]).status == 0)
+        #expect(c.daemon?.log.contains("checkpoint on cancel") == true)
+        let watched = try await c.cli(["watch", "\(id)"])
+        #expect(watched.status == 1, "watch on a cancelled job exits \(watched.status)")
         let resumed = try await c.cli(["resume", "\(id)"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         let queued = try #require(try await events(c, id).last { $0.kind == "job.queued" })
-        let from = try #require(Int(queued.detail.split(separator: "continues from step ").last?.prefix(while: \.isNumber) ?? ""), "\(queued.detail)")
+        let from = try #require(Int(queued.detail.split(separator: "its checkpoint at step ").last?.prefix(while: \.isNumber) ?? ""), "\(queued.detail)")
         #expect(from >= 300)
         let job = try await waitForJob(c, id, until: ["completed", "failed"])
         #expect(job.state == "completed", "\(job.reason ?? "")")
