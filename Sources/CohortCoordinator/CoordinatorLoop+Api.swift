@@ -87,8 +87,10 @@ extension CoordinatorLoop {
                 state = s
             }
             let names = try store.assignedWorkerNames()
-            var jobs = try store.jobs(state: state, limit: min(max(query.limit ?? 1000, 1), 10_000))
-            if caller.role == .researcher { jobs = jobs.filter { $0.owner == principal } }
+            // A researcher sees their own jobs: filtered before the limit, so that others' newer
+            // jobs cannot push theirs out of the page.
+            let jobs = try store.jobs(state: state, owner: caller.role == .researcher ? principal : nil,
+                                      limit: min(max(query.limit ?? 1000, 1), 10_000))
             reply(socket, identity, request, JobsReply(jobs: jobs.map { JobView($0, workers: names[$0.id] ?? []) }))
         case ApiMethod.status:
             let id = try body(JobRequest.self).job

@@ -34,13 +34,15 @@ extension Store {
     }
 
     /// Jobs, newest first, optionally only those in `state`.
-    public func jobs(state: Job.State? = nil, limit: Int = 1000) throws(StoreError) -> [Job] {
+    /// The newest jobs (of one state, of one owner, when given), at most `limit`.
+    public func jobs(state: Job.State? = nil, owner: String? = nil, limit: Int = 1000) throws(StoreError) -> [Job] {
         try read { db in
-            let rows = if let state {
-                try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", arguments: [state.rawValue, limit])
-            } else {
-                try Row.fetchAll(db, sql: "SELECT * FROM jobs ORDER BY id DESC LIMIT ?", arguments: [limit])
-            }
+            var conditions: [String] = [], arguments: [any DatabaseValueConvertible] = []
+            if let state { conditions.append("state = ?"); arguments.append(state.rawValue) }
+            if let owner { conditions.append("owner = ?"); arguments.append(owner) }
+            arguments.append(limit)
+            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ") + " "
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM jobs \(filter)ORDER BY id DESC LIMIT ?", arguments: StatementArguments(arguments))
             return try rows.map(Self.job(from:))
         }
     }

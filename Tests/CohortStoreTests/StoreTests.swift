@@ -28,6 +28,19 @@ struct StoreTests {
         #expect(try store.events().filter { $0.kind == "job.submitted" }.count == 2)
     }
 
+    /// A researcher's page of jobs is filtered before the limit: others' newer jobs cannot push
+    /// theirs out of it.
+    @Test func jobsFilterByOwnerBeforeTheLimit() throws {
+        let store = try freshStore()
+        let mine = try store.submit(job, requestKey: nil).job.id
+        var others = job
+        others.owner = "bob"
+        for _ in 0..<5 { _ = try store.submit(others, requestKey: nil) }
+        #expect(try store.jobs(owner: "alice", limit: 2).map(\.id) == [mine])
+        #expect(try store.jobs(limit: 2).allSatisfy { $0.owner == "bob" })
+        #expect(try store.jobs(state: .queued, owner: "bob", limit: 10).count == 5)
+    }
+
     @Test func everyAllowedTransitionWorksAndEveryOtherIsRefused() throws {
         for from in Job.State.allCases {
             for to in Job.State.allCases {
