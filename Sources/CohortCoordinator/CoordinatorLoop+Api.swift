@@ -157,8 +157,9 @@ extension CoordinatorLoop {
         case ApiMethod.events:
             let query = try body(EventsRequest.self)
             if let job = query.job { guard try ownJob(job) else { return } }
-            var events = try store.events(job: query.job, afterId: query.after ?? 0, limit: min(max(query.limit ?? 1000, 1), 10_000))
-            if caller.role == .researcher && query.job == nil { events = events.filter { $0.actor == principal } }
+            // Without a job, a researcher sees their own events, filtered before the limit.
+            let events = try store.events(job: query.job, actor: caller.role == .researcher && query.job == nil ? principal : nil,
+                                          afterId: query.after ?? 0, limit: min(max(query.limit ?? 1000, 1), 10_000))
             reply(socket, identity, request, EventsReply(events: events.map(EventView.init)))
         case ApiMethod.enroll:
             let enroll = try body(EnrollRequest.self)

@@ -39,6 +39,8 @@ struct StoreTests {
         #expect(try store.jobs(owner: "alice", limit: 2).map(\.id) == [mine])
         #expect(try store.jobs(limit: 2).allSatisfy { $0.owner == "bob" })
         #expect(try store.jobs(state: .queued, owner: "bob", limit: 10).count == 5)
+        // Likewise events by actor: alice's submission, the oldest event, does not fill bob's page.
+        #expect(try store.events(actor: "bob", limit: 1).map(\.actor) == ["bob"])
     }
 
     @Test func everyAllowedTransitionWorksAndEveryOtherIsRefused() throws {
