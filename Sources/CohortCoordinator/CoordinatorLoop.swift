@@ -54,6 +54,8 @@ final class CoordinatorLoop {
     /// Jobs whose run ended in this process: their late shards are dropped without an event.
     var endedRuns: Set<Job.ID> = []
     var rejectionLogged: Set<String> = []
+    /// When an `access.denied` event was last recorded for a principal and method.
+    var deniedRecorded: [String: Date] = [:]
     var lastProgressWrite: [Job.ID: Int] = [:]
     var lastProgressAt = Date()
     var keepCheckpoints: Int { settings.keepCheckpoints }
@@ -236,12 +238,18 @@ final class CoordinatorLoop {
     }
 
     /// Refuses a request the caller may not make: counted, answered, and (for known principals,
-    /// not strangers, who must not be able to grow the database) recorded as an event.
+    /// not strangers, who must not be able to grow the database) recorded as an event, at most
+    /// once a minute per principal and method, so that a loop of denied requests cannot either.
     func deny(_ socket: Socket, _ identity: [UInt8], _ request: ApiRequest?, _ caller: Caller, _ text: String) {
         stats.denied.add(1, ordering: .relaxed)
         switch caller {
         case .principal, .revoked:
-            try? store.recordEvent(actor: caller.name, kind: "access.denied", detail: request?.method ?? "message")
+            let key = caller.name + "\u{1F}" + (request?.method ?? "message"), now = Date()
+            if deniedRecorded.count > 10_000 { deniedRecorded.removeAll() }
+            if now.timeIntervalSince(deniedRecorded[key] ?? .distantPast) >= 60 {
+                deniedRecorded[key] = now
+                try? store.recordEvent(actor: caller.name, kind: "access.denied", detail: request?.method ?? "message")
+            }
         default:
             break
         }

@@ -556,18 +556,23 @@ public final class WorkerAgent {
         do {
             if job.inner != nil { params.baseAddress.update(from: job.replica.baseAddress, count: params.count) }
             if step > 0 && (step == spec.training.steps || (spec.evalEvery > 0 && step % spec.evalEvery == 0)) {
-                let started = Date()
-                var e = Evaluation()
-                let indices = job.test.evaluationIndices(rank: a.rank, worldSize: a.worldSize)
-                var i = 0
-                while i < indices.count {
-                    e = e + (try job.model.evaluate(job.test.gather(indices[i..<min(i + 512, indices.count)])))
-                    i += 512
+                // A failed evaluation costs its report, not the step's gradient.
+                do {
+                    let started = Date()
+                    var e = Evaluation()
+                    let indices = job.test.evaluationIndices(rank: a.rank, worldSize: a.worldSize)
+                    var i = 0
+                    while i < indices.count {
+                        e = e + (try job.model.evaluate(job.test.gather(indices[i..<min(i + 512, indices.count)])))
+                        i += 512
+                    }
+                    var m = TrainingNotice.Metrics(job: a.job, step: step, lossSum: e.lossSum, correct: e.correct, count: e.count)
+                    m.evalSeconds = Date().timeIntervalSince(started)
+                    m.bytesSent = bytesSent
+                    try sendNotice(control, NoticeKind.metrics, m)
+                } catch {
+                    logger.error("evaluation failed; training goes on", metadata: ["job.id": "\(a.job)", "step": "\(step)", "error": "\(error)"])
                 }
-                var m = TrainingNotice.Metrics(job: a.job, step: step, lossSum: e.lossSum, correct: e.correct, count: e.count)
-                m.evalSeconds = Date().timeIntervalSince(started)
-                m.bytesSent = bytesSent
-                try sendNotice(control, NoticeKind.metrics, m)
             }
             guard job.inner != nil else {
                 guard step < spec.training.steps else { return }

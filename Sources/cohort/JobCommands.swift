@@ -80,7 +80,12 @@ struct Status: ParsableCommand {
                 if interactive {
                     if lastLines > 0 { FileHandle.standardOutput.write(Data("\u{1B}[\(lastLines)F\u{1B}[J".utf8)) }
                     say(text)
-                    lastLines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+                    // Screen rows, not lines: a line wider than the terminal wraps, and the next
+                    // redraw must move up over all of it.
+                    var size = winsize()
+                    let columns = ioctl(1, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : 80
+                    lastLines = text.split(separator: "\n", omittingEmptySubsequences: false)
+                        .reduce(0) { $0 + max(1, ($1.count + columns - 1) / columns) }
                 } else {
                     say(text.split(separator: "\n").prefix(4).joined(separator: "\n"))
                 }

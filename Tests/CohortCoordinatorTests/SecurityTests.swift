@@ -94,6 +94,9 @@ struct SecurityTests {
             #expect(error?.description.contains("was revoked") == true)
             #expect(try c.running.store.events().contains { $0.kind == "principal.revoked" && $0.actor == "admin" && $0.detail == "bob" })
             #expect(try c.running.store.events().contains { $0.kind == "access.denied" && $0.actor == "bob" })
+            // A loop of denied requests records one event a minute, not one each.
+            for _ in 0..<20 { _ = try? bob.jobs() }
+            #expect(try c.running.store.events().filter { $0.kind == "access.denied" && $0.actor == "bob" }.count == 1)
         }
     }
 
