@@ -335,7 +335,9 @@ public final class WorkerAgent {
         heartbeat()
         // `shared` data: the files as they are and how the manifest reads them, so that members
         // with different copies or different splits are caught before they train.
-        let identity = spec.data.sharding == .shared ? try ContentHash.identity(manifest) : manifest.contentHash
+        // `per-site`: the data differ by design; only a text dataset's vocabulary must not.
+        let identity = spec.data.sharding == .shared ? try ContentHash.identity(manifest)
+            : try ContentHash.vocabularyHash(manifest).map { "vocabulary:sha256:" + $0 }
         heartbeat()
         let model = try Model(description, seed: spec.seed)
         let sampler: Sampler

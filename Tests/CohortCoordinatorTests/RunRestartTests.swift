@@ -67,3 +67,29 @@ struct RunRestartTests {
         #expect(afterRedo[shard1] != before[shard1], "shard 1 takes its update in the redone step")
     }
 }
+
+/// A `per-site` job compares only what must be shared: the vocabulary of a text dataset (its
+/// members' data differ by design).
+struct PerSiteReadyTests {
+    @Test func perSiteMembersMustShareTheirVocabulary() throws {
+        let spec = try JobSpec.parse(yaml: """
+            name: poems-everywhere
+            model: {kind: mlp, inputs: 4, hidden: [3], classes: 2}
+            data: {dataset: digits, sharding: per-site}
+            training: {steps: 2, global-batch-size: 4}
+            """)
+        let model = String(decoding: try JSONEncoder().encode(ModelDescription.mlp(.init(inputs: 4, hidden: [3], classes: 2))), as: UTF8.self)
+        func run(_ hashes: [String?]) -> JobRun {
+            let names = hashes.indices.map { "m\($0)" }
+            let run = JobRun(job: 1, spec: spec, members: names, state: nil)
+            for (name, hash) in zip(names, hashes) {
+                run.ready[name] = TrainingNotice.Ready(job: 1, model: model, parameterCount: 0, trainExamples: 8, contentHash: hash)
+            }
+            return run
+        }
+        #expect(throws: Never.self) { try run([nil, nil]).start() }
+        #expect(throws: Never.self) { try run(["vocabulary:sha256:aa", "vocabulary:sha256:aa"]).start() }
+        let error = #expect(throws: TrainingError.self) { try run(["vocabulary:sha256:aa", "vocabulary:sha256:bb"]).start() }
+        #expect(error?.description.contains("vocabularies for dataset `digits` differ") == true)
+    }
+}

@@ -178,6 +178,13 @@ final class JobRun {
             guard hashes.count == 1 else {
                 throw TrainingError("the members' copies of dataset `\(spec.data.dataset)` differ (content hashes \(hashes.sorted().joined(separator: ", "))); `shared` sharding needs identical data")
             }
+        } else {
+            // `per-site`: the data differ, but a text model's vocabulary belongs to the job (members
+            // report its hash; nil for datasets without one).
+            let vocabularies = Set(ready.values.compactMap(\.contentHash))
+            guard vocabularies.count <= 1 else {
+                throw TrainingError("the members' vocabularies for dataset `\(spec.data.dataset)` differ (\(vocabularies.sorted().joined(separator: ", "))); one job maps characters to one set of ids")
+            }
         }
         // The workers' report fills in the sizes that come from their data, nothing else.
         guard spec.modelDescription(filling: description) == description else {
