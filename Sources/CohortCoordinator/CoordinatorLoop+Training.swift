@@ -192,7 +192,7 @@ extension CoordinatorLoop {
             }
             // The member is reading and training again (a late shard included): copies may be
             // queued to it again.
-            if run.members.contains(member) { run.queuedSinceHeard[member] = nil }
+            run.queuedSinceHeard.removeValue(forKey: member)
             if case .sharedShard = message {
                 // The elements are in the member's contribution segment.
                 guard let segment = run.shared[member] else {
@@ -239,14 +239,14 @@ extension CoordinatorLoop {
 
     /// Whether a shard of the next round is kept for it: one of the job's shards as its layout
     /// cuts them (its size checked when it was decoded), and the first from this member for
-    /// that shard. So each member keeps at most one round's shards, and no member can use up
-    /// another's room.
+    /// that shard (recorded here). So each member keeps at most one round's shards, and no
+    /// member can use up another's room.
     private func keepsEarly(_ run: JobRun, _ aggregator: StepAggregator, _ member: String, _ h: ShardHeader) -> Bool {
         let layout = aggregator.layout
         guard Int(h.shardCount) == layout.shardCount, h.shard < h.shardCount, h.encoding == aggregator.encoding else { return false }
         let r = layout.range(Int(h.shard))
         guard h.elementOffset == UInt64(r.lowerBound), h.elementCount == UInt32(r.count) else { return false }
-        return !run.early.contains { $0.member == member && $0.header.shard == h.shard }
+        return run.earlyShards[member, default: []].insert(h.shard).inserted
     }
 
     private func memberSentShard(_ run: JobRun, _ member: String, bytes: Int) {
@@ -533,12 +533,7 @@ extension CoordinatorLoop {
     func persistSuspended(_ id: Job.ID) {
         guard let state = suspended[id] else { return }
         do {
-            let latest = try store.latestCheckpoint(job: id)?.step
-            if (state.step > 0 && latest != state.step) || !state.appliedThisStep.isEmpty {
-                let dataset = try JobSpec.parse(yaml: store.job(id).spec).data.dataset
-                let path = try writeCheckpoint(job: id, dataset: dataset, state: state)
-                logger.notice("checkpoint on cancel", metadata: ["job.id": "\(id)", "step": "\(state.step)", "path": "\(path)"])
-            }
+            try checkpointIfNewer(job: id, dataset: nil, state: state, why: "on cancel")
             suspended[id] = nil
         } catch {
             logger.warning("keeping a cancelled job's state in memory: its checkpoint could not be written", metadata: ["job.id": "\(id)", "error": "\(error)"])
@@ -551,21 +546,25 @@ extension CoordinatorLoop {
     /// checkpoint (or step 0: `checkpoint-every` is 0 by default). Mid-step, the checkpoint
     /// records which parameter shards the step had already updated.
     func checkpointOnStop() {
-        var states = runs.values.compactMap { run in run.state.map { (run.job, run.spec.data.dataset, $0) } }
-        for (id, state) in suspended {
-            guard let dataset = try? JobSpec.parse(yaml: store.job(id).spec).data.dataset else { continue }
-            states.append((id, dataset, state))
-        }
+        let states = runs.values.compactMap { run in run.state.map { (run.job, Optional(run.spec.data.dataset), $0) } }
+            + suspended.map { ($0.key, String?.none, $0.value) }
         for (id, dataset, state) in states {
-            let latest = (try? store.latestCheckpoint(job: id))??.step
-            guard latest != state.step || !state.appliedThisStep.isEmpty, state.step > 0 || !state.appliedThisStep.isEmpty else { continue }
-            do {
-                let path = try writeCheckpoint(job: id, dataset: dataset, state: state)
-                logger.notice("checkpoint on stop", metadata: ["job.id": "\(id)", "step": "\(state.step)", "path": "\(path)"])
-            } catch {
+            do { try checkpointIfNewer(job: id, dataset: dataset, state: state, why: "on stop") } catch {
                 logger.error("could not write a checkpoint on stop", metadata: ["job.id": "\(id)", "error": "\(error)"])
             }
         }
+    }
+
+    /// Writes `state` as a checkpoint unless the job's newest already holds it (the same step,
+    /// at a step boundary) or nothing was trained yet. `dataset` nil: read from the job's spec.
+    private func checkpointIfNewer(job id: Job.ID, dataset: String?, state: JobRun.TrainingState, why: String) throws {
+        if state.appliedThisStep.isEmpty {
+            guard state.step > 0 else { return }
+            guard try store.latestCheckpoint(job: id)?.step != state.step else { return }
+        }
+        let dataset = try dataset ?? JobSpec.parse(yaml: store.job(id).spec).data.dataset
+        let path = try writeCheckpoint(job: id, dataset: dataset, state: state)
+        logger.notice("checkpoint \(why)", metadata: ["job.id": "\(id)", "step": "\(state.step)", "path": "\(path)"])
     }
 
     /// Checkpoint metadata: the parameter shards the step in progress had updated (a checkpoint

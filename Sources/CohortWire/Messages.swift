@@ -116,6 +116,26 @@ public enum ShardEncoding: UInt8, Sendable, CaseIterable {
     }
 }
 
+/// The range every contribution's values must lie in (docs/protocol.md, "Range of a
+/// contribution"): below 2^64 in magnitude, NaN and ±∞ outside. Weighted by a sample count
+/// (< 2^32) and summed, such values cannot overflow fp32 for up to 2^31 members. The coordinator's
+/// aggregator and a site delegate apply it alike.
+public enum ContributionRange {
+    /// The bound on a value's magnitude (exclusive).
+    public static let limit: Float = 0x1p64
+
+    /// Whether `v` is inside the range (NaN is not).
+    @inline(__always)
+    public static func contains(_ v: Float) -> Bool { v.magnitude < limit }
+
+    /// Why element `index` of shard `shard` is refused: NaN/∞, or a finite value too large.
+    public static func problem(shard: Int, index: Int, value: Float) -> String {
+        value.isFinite
+            ? "shard \(shard) holds \(value) at element \(index); a contribution's values must stay below 2^64 (1.8e19) in magnitude"
+            : "shard \(shard) holds NaN or infinity at element \(index)"
+    }
+}
+
 /// The `bf16` wire encoding: the top 16 bits of an fp32, rounded to nearest even. Workers encode
 /// with it; the coordinator's fusion kernels widen it back by a 16-bit shift.
 public enum BFloat16 {

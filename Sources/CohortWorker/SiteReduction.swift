@@ -78,12 +78,10 @@ final class SiteReducer {
         guard !round.arrived[k].contains(who) else { return .failure(SiteRefusal("\(who) already sent shard \(k) of round \(step)")) }
         let r = range(k)
         let x = base.assumingMemoryBound(to: Float.self)
-        // The coordinator's range rule (docs/protocol.md, "Range of a contribution"): NaN, ±∞
-        // and anything of 2^64 or more would overflow or poison the weighted sum.
-        for i in 0..<r.count where !(x[i].magnitude < 0x1p64) {
-            return .failure(SiteRefusal(x[i].isFinite
-                ? "shard \(k) holds \(x[i]) at element \(i); a contribution's values must stay below 2^64 (1.8e19) in magnitude"
-                : "shard \(k) holds NaN or infinity at element \(i)"))
+        // The coordinator's range rule: NaN, ±∞ and anything of 2^64 or more would overflow or
+        // poison the weighted sum.
+        for i in 0..<r.count where !ContributionRange.contains(x[i]) {
+            return .failure(SiteRefusal(ContributionRange.problem(shard: k, index: i, value: x[i])))
         }
         let acc = round.sum.baseAddress + r.lowerBound
         let w = Float(samples)

@@ -1,3 +1,5 @@
+import CohortWire
+
 /// The aggregator's inner loops (DESIGN.md, "One synchronous step"): each contribution is read
 /// once and fused into the accumulator in the same pass. Contributions arrive as fp32 or bf16
 /// payloads (little-endian, unaligned is fine: loads are unaligned); the accumulator is always
@@ -18,7 +20,7 @@
 /// the accumulator, so its contribution is checked first (`firstOutOfRange`).
 enum Fusion {
     /// The bound on a contribution's magnitudes (exclusive).
-    static let limit: Float = 0x1p64
+    static let limit = ContributionRange.limit
 
     /// acc = wa·a + wb·b (the parked first contribution, already checked, and the second, in
     /// one pass). False when b holds a value outside ±`limit` (acc is then garbage).
@@ -114,7 +116,7 @@ enum Fusion {
             let end = min(start + 256, count)
             var flags: UInt32 = 0
             for i in start..<end { flags |= outOfRangeFlag(x[i]) }
-            if flags != 0 { return (start..<end).first { !(x[$0].magnitude < limit) } }
+            if flags != 0 { return (start..<end).first { !ContributionRange.contains(x[$0]) } }
             start = end
         }
         return nil

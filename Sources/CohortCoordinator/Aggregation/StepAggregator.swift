@@ -43,9 +43,8 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
         case let .wrongLayout(what): return "shard does not match the job's layout: \(what)"
         case let .wrongEncoding(got): return "shard encoded as \(got), which this job does not use"
         case let .wrongKind(kind): return "a \(kind) shard where another kind was expected"
-        case let .nonFinite(shard, index): return "shard \(shard) holds NaN or infinity at element \(index)"
-        case let .outOfRange(shard, index, value):
-            return "shard \(shard) holds \(value) at element \(index); a contribution's values must stay below 2^64 (1.8e19) in magnitude"
+        case let .nonFinite(shard, index): return ContributionRange.problem(shard: shard, index: index, value: .nan)
+        case let .outOfRange(shard, index, value): return ContributionRange.problem(shard: shard, index: index, value: value)
         case let .malformed(shard, reason): return "shard \(shard) does not decode: \(reason)"
         case .noSamples: return "a contribution of 0 samples"
         }
@@ -183,8 +182,11 @@ public final class StepAggregator {
 
     /// NaN or ±∞ at element i, or a finite value too large.
     private func rejection(_ x: Payload, shard k: Int, index i: Int) -> Rejection {
-        let v = Fusion.value(x, i)
-        return v.isFinite ? .outOfRange(shard: k, index: i, value: v) : .nonFinite(shard: k, index: i)
+        Self.rejection(shard: k, index: i, value: Fusion.value(x, i))
+    }
+
+    private static func rejection(shard k: Int, index i: Int, value v: Float) -> Rejection {
+        v.isFinite ? .outOfRange(shard: k, index: i, value: v) : .nonFinite(shard: k, index: i)
     }
 
     /// fp16, int8 and topk shards: checked whole (structure, indices, finite values), decoded,
@@ -201,8 +203,7 @@ public final class StepAggregator {
         let values = scratch.baseAddress!
         codec.decode(payload, count: range.count, into: values)
         if let bad = Fusion.firstOutOfRange(values, count: range.count) {
-            let v = values[bad]
-            return .failure(v.isFinite ? .outOfRange(shard: k, index: bad, value: v) : .nonFinite(shard: k, index: bad))
+            return .failure(Self.rejection(shard: k, index: bad, value: values[bad]))
         }
         shards[k].arrived.insert(member)
         shards[k].weight += Double(samples)

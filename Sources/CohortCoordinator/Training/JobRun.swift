@@ -34,7 +34,11 @@ final class JobRun {
     /// `overlap`: contributions to the next round that came before this one ended, kept (their
     /// frames, uncopied) and replayed when it begins. At most one round's shards per member, each
     /// shard once (`CoordinatorLoop.keepsEarly`).
-    var early: [(member: String, header: ShardHeader, frames: [InboundFrame])] = []
+    var early: [(member: String, header: ShardHeader, frames: [InboundFrame])] = [] {
+        didSet { if early.isEmpty { earlyShards = [:] } }
+    }
+    /// The shards each member has in `early` (so that the once-per-shard check is not a scan).
+    var earlyShards: [String: Set<UInt32>] = [:]
     var phase = Phase.gathering {
         didSet { if phase == .finishing && oldValue != .finishing { finishingSince = Date() } }
     }
