@@ -29,8 +29,10 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib",
                        providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "CohortWire", swiftSettings: strict),
-        .target(name: "CohortTransport", dependencies: ["CZeroMQ"], swiftSettings: strict),
+        // Loops Swift cannot write: cache-bypassing stores, and bf16 rounding built per vector width.
+        .target(name: "CKernels", path: "Sources/CKernels"),
+        .target(name: "CohortWire", dependencies: ["CKernels"], swiftSettings: strict),
+        .target(name: "CohortTransport", dependencies: ["CZeroMQ", "CKernels"], swiftSettings: strict),
         // -fno-math-errno: Float.squareRoot() is the C shim's sqrtf, which otherwise keeps a
         // branch per element to set errno on negative input; without it AdamW's loop becomes
         // sqrtps and runs 2.5–3× faster, with the same correctly rounded results.

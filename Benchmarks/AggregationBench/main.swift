@@ -172,6 +172,7 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                 let bytesPer = encoding == .bf16 ? 2 : 4
                 let gradient = Owner(bytes: elements * bytesPer)
                 let params = FlatBuffer(count: elements)
+                let streams = ReplicaCopy.streams(parameterCount: elements)
                 for step in 0..<total {
                     let start = DispatchTime.now().uptimeNanoseconds
                     for k in 0..<layout.shardCount {
@@ -194,7 +195,7 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         let message = try Message.decode(frames[0].unsafeBytes)
                         if case let .sharedShard(h) = message, let parameterSegment {
                             guard parameterSegment.read(shard: Int(h.shard), step: Int(h.step), offset: Int(h.elementOffset), count: Int(h.elementCount),
-                                                        into: params.baseAddress + Int(h.elementOffset)) else { throw TransportError.misconfigured("torn shard \(h.shard)") }
+                                                        into: params.baseAddress + Int(h.elementOffset), streaming: streams) else { throw TransportError.misconfigured("torn shard \(h.shard)") }
                             got += 1
                             continue
                         }
@@ -204,8 +205,9 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         } else if h.encoding != .fp32 {
                             ShardCodec(h.encoding).decode(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset))
                         } else {
+                            // As a worker copies parameters into its replica.
                             frames[1].withUnsafeBytes { src in
-                                UnsafeMutableRawPointer(params.baseAddress + Int(h.elementOffset)).copyMemory(from: src.baseAddress!, byteCount: src.count)
+                                ReplicaCopy.copy(src.baseAddress!, to: params.baseAddress + Int(h.elementOffset), byteCount: src.count, streaming: streams)
                             }
                         }
                         got += 1

@@ -1,3 +1,4 @@
+internal import CKernels
 internal import CZeroMQ
 import Glibc
 
@@ -100,8 +101,11 @@ public final class SharedSegment: @unchecked Sendable { // its memory is shared 
 
     /// Copies shard k's `count` Floats at element `offset` into `destination` if the shard holds
     /// version `step` and was not rewritten meanwhile; false otherwise (nothing usable copied).
-    public func read(shard k: Int, step: Int, offset: Int, count: Int, into destination: UnsafeMutablePointer<Float>) -> Bool {
+    /// `streaming`: the copy bypasses the cache (`ReplicaCopy`, for a large replica).
+    public func read(shard k: Int, step: Int, offset: Int, count: Int, into destination: UnsafeMutablePointer<Float>,
+                     streaming: Bool = false) -> Bool {
         guard offset >= 0, count >= 0, offset + count <= elements, k >= 0, k < shards else { return false }
-        return cohort_seqlock_read(sequence(k), Self.version(step), destination, floats + offset, count * 4) != 0
+        let read = streaming ? cohort_seqlock_read_streaming : cohort_seqlock_read
+        return read(sequence(k), Self.version(step), destination, floats + offset, count * 4) != 0
     }
 }

@@ -1,13 +1,18 @@
+internal import CKernels
+
 /// fp32, bf16 and fp16 payloads: one value per element, little-endian, nothing else. Plain loops
 /// over `HalfPrecision`'s branch-free conversions, which the optimiser vectorises; loads and
-/// stores are unaligned-safe, since a received frame has no alignment promise.
+/// stores are unaligned-safe, since a received frame has no alignment promise. bf16 encoding,
+/// the hub's per-round work on a bf16 downlink, is the same loop in C (`CKernels`), built for
+/// each x86-64 vector width: the baseline target has no narrowing store, and AVX-512 has one.
 enum Elementwise {
     static func encode(_ encoding: ShardEncoding, _ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
         switch encoding {
         case .fp32:
             for i in 0..<count { out.storeBytes(of: x[i].bitPattern.littleEndian, toByteOffset: 4 &* i, as: UInt32.self) }
         case .bf16:
-            for i in 0..<count { out.storeBytes(of: HalfPrecision.bf16(x[i]).littleEndian, toByteOffset: 2 &* i, as: UInt16.self) }
+            // HalfPrecision.bf16 per element, built for the widest vectors this CPU has (CKernels).
+            cohort_bf16_encode(out, x, count)
         case .fp16:
             for i in 0..<count { out.storeBytes(of: HalfPrecision.fp16(x[i]).littleEndian, toByteOffset: 2 &* i, as: UInt16.self) }
         case .int8, .topk:
@@ -28,11 +33,7 @@ enum Elementwise {
                 r[i] += d
             }
         case .bf16:
-            for i in 0..<count {
-                let h = HalfPrecision.bf16(target[i] - r[i])
-                out.storeBytes(of: h.littleEndian, toByteOffset: 2 &* i, as: UInt16.self)
-                r[i] += HalfPrecision.float(bf16: h)
-            }
+            cohort_bf16_encode_difference(out, target, r, count)
         case .fp16:
             for i in 0..<count {
                 let h = HalfPrecision.fp16(target[i] - r[i])

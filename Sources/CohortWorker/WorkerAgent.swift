@@ -93,6 +93,8 @@ public final class WorkerAgent {
         /// parameters land here, lossy downlink differences are added to it. In `sync` mode it
         /// is the model's own parameter buffer (training never changes it between rounds).
         let replica: FlatBuffer
+        /// Whether parameters are copied into `replica` bypassing the cache (`ReplicaCopy`).
+        var streamsReplica: Bool { ReplicaCopy.streams(parameterCount: replica.count) }
         /// `local` mode: the parameters at the start of the round, then the round's delta.
         let delta: FlatBuffer?
         /// `reduction: institution` (this worker's part is `assignment.site`): as the delegate,
@@ -417,7 +419,7 @@ public final class WorkerAgent {
                     if h.kind == .parameters {
                         // The full parameters (a run's start, or an fp32 downlink): copied in.
                         guard h.encoding == .fp32, payload.count == count * 4, let src = payload.baseAddress else { return false }
-                        UnsafeMutableRawPointer(target).copyMemory(from: src, byteCount: count * 4)
+                        ReplicaCopy.copy(src, to: target, byteCount: count * 4, streaming: job.streamsReplica)
                         return true
                     }
                     // A lossy downlink: the difference to add to the replica, exactly as the
@@ -445,7 +447,8 @@ public final class WorkerAgent {
                 // replica is overwritten before the step can start): newer ones follow.
                 let offset = Int(h.elementOffset), count = Int(h.elementCount)
                 guard let step = Int(exactly: h.step), let segment = job.sharedParameters, offset + count <= job.model.parameterCount,
-                      segment.read(shard: Int(h.shard), step: step, offset: offset, count: count, into: job.replica.baseAddress + offset)
+                      segment.read(shard: Int(h.shard), step: step, offset: offset, count: count, into: job.replica.baseAddress + offset,
+                                   streaming: job.streamsReplica)
                 else { continue }
                 shardLanded(job, step: step, shardCount: Int(h.shardCount))
             case let .notice(n) where n.kind == NoticeKind.sharedMemory:

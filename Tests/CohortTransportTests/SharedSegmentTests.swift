@@ -32,6 +32,20 @@ struct SharedSegmentTests {
         #expect(reader.floats[999] == 7)
     }
 
+    @Test func aStreamingReadKeepsTheSameVersionRules() throws {
+        // What a worker with a large replica uses: the same seqlock, a cache-bypassing copy.
+        let p = path("streaming")
+        let writer = try SharedSegment(creating: p, elements: 1003, shards: 2)
+        let reader = try SharedSegment(opening: p, elements: 1003, shards: 2)
+        let values = (0..<1001).map { Float($0) * 0.25 - 3 }
+        var out = [Float](repeating: -1, count: 1002)
+        #expect(out.withUnsafeMutableBufferPointer { !reader.read(shard: 0, step: 5, offset: 1, count: 1001, into: $0.baseAddress! + 1, streaming: true) })
+        values.withUnsafeBufferPointer { writer.publish(shard: 0, step: 5, from: $0.baseAddress!, offset: 1, count: 1001) }
+        #expect(out.withUnsafeMutableBufferPointer { reader.read(shard: 0, step: 5, offset: 1, count: 1001, into: $0.baseAddress! + 1, streaming: true) })
+        #expect(out[0] == -1 && Array(out[1...]) == values)
+        #expect(out.withUnsafeMutableBufferPointer { !reader.read(shard: 0, step: 6, offset: 1, count: 1001, into: $0.baseAddress!, streaming: true) })
+    }
+
     @Test func aSegmentIsCreatedOnceWithItsOwnersModeAndRemovedWithIt() throws {
         let p = path("lifetime")
         do {

@@ -1,0 +1,95 @@
+// See include/CKernels.h. Written for x86-64 Linux, where each has a measured reason to exist;
+// elsewhere they are the plain loops.
+//
+// - Streaming copy: a worker copies every parameter shard it receives into its replica. With
+//   ordinary stores each destination line is read from memory before it is overwritten; with
+//   non-temporal stores (SSE2, so every x86-64 has them) it is only written. On the 2-core
+//   host of the benchmarks a 64 MB replica filled from 1 MiB frames took 4.0–5.1 ms with
+//   memcpy and 2.7–3.2 ms this way.
+// - bf16 encoding: the baseline x86-64 target has no 32-to-16-bit pack without saturation, so
+//   the vectorised Swift loop shuffles four lanes at a time; compiled for AVX2 or AVX-512 the
+//   same loop runs 16 lanes with a single narrowing instruction (8.5 → 5.5 ms for 16M values
+//   on the benchmark host). `target_clones` builds one copy per width and the loader picks
+//   the widest this CPU has.
+#include "CKernels.h"
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <emmintrin.h>
+#define COHORT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define COHORT_CLONES
+#endif
+
+void cohort_copy_streaming(void *dst, const void *src, size_t bytes) {
+#if defined(__x86_64__)
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    // Ordinary stores up to the first 16-byte boundary of the destination.
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    if (head > bytes) head = bytes;
+    memcpy(d, s, head);
+    d += head; s += head; bytes -= head;
+    size_t blocks = bytes / 64;
+    for (size_t i = 0; i < blocks; i++, d += 64, s += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+    }
+    memcpy(d, s, bytes - blocks * 64);
+    _mm_sfence();
+#else
+    memcpy(dst, src, bytes);
+#endif
+}
+
+int cohort_seqlock_read_streaming(const uint64_t *seq, uint64_t version, void *dst, const void *src, size_t n) {
+    if (__atomic_load_n(seq, __ATOMIC_ACQUIRE) != version) return 0;
+    cohort_copy_streaming(dst, src, n);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return __atomic_load_n(seq, __ATOMIC_RELAXED) == version;
+}
+
+// One element: HalfPrecision.bf16 in Swift, written the same way (branch-free selects).
+static inline uint16_t bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    uint32_t a = bits & 0x7FFFFFFFu;
+    uint32_t r = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    uint32_t nan = (bits >> 16) | 0x40u;
+    uint32_t clamped = r - 1u;
+    r = (a < 0x7F800000u && (r & 0x7FFFu) == 0x7F80u) ? clamped : r;
+    r = a > 0x7F800000u ? nan : r;
+    return (uint16_t)r;
+}
+
+static inline float widen(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &bits, 4);
+    return x;
+}
+
+COHORT_CLONES
+void cohort_bf16_encode(void *restrict out, const float *restrict x, size_t count) {
+    unsigned char *restrict o = out;
+    for (size_t i = 0; i < count; i++) {
+        uint16_t h = bf16(x[i]);
+        memcpy(o + 2 * i, &h, 2); // little-endian on every target this builds for
+    }
+}
+
+COHORT_CLONES
+void cohort_bf16_encode_difference(void *restrict out, const float *restrict target, float *restrict replica, size_t count) {
+    unsigned char *restrict o = out;
+    for (size_t i = 0; i < count; i++) {
+        uint16_t h = bf16(target[i] - replica[i]);
+        memcpy(o + 2 * i, &h, 2);
+        replica[i] += widen(h);
+    }
+}
