@@ -478,6 +478,11 @@ extension CoordinatorLoop {
         let url = dir.appendingPathComponent("step-\(state.step).safetensors")
         var extra = ["job": "\(job)", "dataset": dataset]
         if !state.appliedThisStep.isEmpty { extra[Self.appliedShardsKey] = state.appliedThisStep.sorted().map(String.init).joined(separator: ",") }
+        // The job's running totals, so that a restarted coordinator's status and metrics go on
+        // from them instead of from 0.
+        extra[Self.trainSecondsKey] = "\(state.trainSeconds)"
+        extra[Self.bytesInKey] = "\(state.bytesIn)"
+        extra[Self.bytesOutKey] = "\(state.bytesOut)"
         try ModelCheckpoint.write(to: url, model: state.model, optimizer: state.optimizer, state: state.optimizerState,
                                   step: state.step, extra: extra)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
@@ -518,6 +523,10 @@ extension CoordinatorLoop {
                 let training = JobRun.TrainingState(model: model, optimizer: optimizer, optimizerState: state, step: step)
                 // Shards already updated in the step in progress when a graceful stop wrote it.
                 training.appliedThisStep = Set(file.metadata[Self.appliedShardsKey]?.split(separator: ",").compactMap { Int($0) } ?? [])
+                // Totals (absent from checkpoints written before they were kept: 0).
+                training.trainSeconds = file.metadata[Self.trainSecondsKey].flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil } ?? 0
+                training.bytesIn = file.metadata[Self.bytesInKey].flatMap { Int($0) }.map { max(0, $0) } ?? 0
+                training.bytesOut = file.metadata[Self.bytesOutKey].flatMap { Int($0) }.map { max(0, $0) } ?? 0
                 return training
             } catch {
                 logger.warning("a checkpoint cannot be read; trying the one before", metadata: ["job.id": "\(job)", "path": "\(path)", "error": "\(error)"])
@@ -570,4 +579,9 @@ extension CoordinatorLoop {
     /// Checkpoint metadata: the parameter shards the step in progress had updated (a checkpoint
     /// written mid-step, when the coordinator stops).
     static let appliedShardsKey = "cohort.applied-shards"
+    /// Checkpoint metadata: the job's training time (evaluations left out) and shard bytes each
+    /// way, up to the checkpoint.
+    static let trainSecondsKey = "cohort.train-seconds"
+    static let bytesInKey = "cohort.bytes-in"
+    static let bytesOutKey = "cohort.bytes-out"
 }

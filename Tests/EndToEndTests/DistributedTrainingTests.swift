@@ -255,6 +255,21 @@ extension DistributedTrainingTests {
         cluster: {min-workers: 2, max-workers: 3}
         """
 
+    /// `faultSpec`'s MLP on Fashion-MNIST: 784·256+256 + 256·128+128 + 128·10+10 parameters.
+    static let faultParameters = 235_146
+
+    /// The job's shard bytes, as its final metrics record them, cover every one of its 1,500
+    /// steps with at least two members each way: totals that a run's restart or the
+    /// coordinator's restart had set back to 0 would not.
+    func expectBytesCoverEveryStep(_ c: CoordinatorProcess, _ id: Int64) throws {
+        let reader = try CohortStoreReader(c.dataDir)
+        let least = Double(1500 * 2 * Self.faultParameters * 4)
+        for name in ["bytes_in", "bytes_out"] {
+            let bytes = try #require(try reader.metric(job: id, name), "no \(name) metric")
+            #expect(bytes >= least, "\(name) \(bytes) < \(least): the totals were reset")
+        }
+    }
+
     func events(_ c: CoordinatorProcess, _ id: Int64) async throws -> [EventView] {
         let out = try await c.cli(["events", "\(id)", "--json"])
         return try JSONDecoder().decode(EventsReply.self, from: Data(out.stdout.utf8)).events
@@ -295,6 +310,8 @@ extension DistributedTrainingTests {
         let kinds = try await events(c, id).map(\.kind)
         #expect(kinds.contains("worker.lost"))
         #expect(kinds.last == "job.completed")
+        // (With shared memory only headers cross the socket: the bytes the totals count.)
+        if !ipc { try expectBytesCoverEveryStep(c, id) }
         withExtendedLifetime(workers) {}
     }
 
@@ -400,6 +417,7 @@ extension DistributedTrainingTests {
         let job = try await waitForJob(c, id, until: ["completed", "failed"])
         #expect(job.state == "completed", "\(job.reason ?? "")")
         #expect(c.daemon?.log.contains("resuming from checkpoint") == true)
+        try expectBytesCoverEveryStep(c, id)
         withExtendedLifetime(workers) {}
     }
 }

@@ -61,7 +61,17 @@ final class JobRun {
     var completedShards = 0
     var metrics: [Int: [String: TrainingNotice.Metrics]] = [:]
     var losses: [String: TrainingNotice.Progress] = [:]
-    var bytesIn = 0, bytesOut = 0
+    /// Shard bytes each way over the job's life: kept in its training state, so that they
+    /// survive a run's restart (a member lost or joining) and, through checkpoints, a
+    /// coordinator's restart.
+    var bytesIn: Int {
+        get { state?.bytesIn ?? 0 }
+        set { state?.bytesIn = newValue }
+    }
+    var bytesOut: Int {
+        get { state?.bytesOut ?? 0 }
+        set { state?.bytesOut = newValue }
+    }
     /// Per member: bytes each way, this step's first and last shard arrival and bytes, the
     /// smoothed bandwidth that gives, and the round trip the worker reports.
     var memberBytesIn: [String: Int] = [:], memberBytesOut: [String: Int] = [:]
@@ -116,6 +126,8 @@ final class JobRun {
         var trainSeconds = 0.0
         var evaluationDebt = 0.0
         var trainSecondsAt: [Int: Double] = [:]
+        /// Shard bytes received and sent so far (`JobRun.bytesIn`, `bytesOut`).
+        var bytesIn = 0, bytesOut = 0
         /// Parameter shards already updated in the step in progress (`step`). Without clip-norm
         /// each shard is updated as soon as it is complete, so a run that restarts mid-step (a
         /// member lost or joining) redoes the step's exchange but must not update these again:
