@@ -233,6 +233,9 @@ final class CoordinatorLoop {
         } else {
             caller = .enrollee(publicKey: key)
         }
+        // Only enrolled keys are kept: anyone may connect with a fresh key (to enrol), and a
+        // cache of strangers would grow with each one.
+        if case .enrollee = caller { return caller }
         principalCache[key] = caller
         return caller
     }
