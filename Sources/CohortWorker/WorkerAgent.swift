@@ -111,7 +111,10 @@ public final class WorkerAgent {
         var lastSent: Int?
         var innerSteps = 0
         var receivedStep = -1
-        var received = 0
+        /// The parameter shards of `receivedStep` in the replica: each counted once, so a shard
+        /// that comes twice (sent again when a run restarts mid-step) cannot stand in for one
+        /// that has not come yet.
+        var received = Set<Int>()
         var shardCount = 0
         /// On the coordinator's host: the segments shards go through once mapped (parameters
         /// written by the coordinator, contributions by this worker).
@@ -440,7 +443,7 @@ public final class WorkerAgent {
                         try? send(site!, [.bytes(identity), .bytes(envelope), .bytes(payload)])
                     }
                 }
-                shardLanded(job, step: step, shardCount: Int(h.shardCount))
+                shardLanded(job, step: step, shard: h.shard, shardCount: Int(h.shardCount))
             case let .sharedShard(h) where h.kind == .parameters && h.job == UInt64(job.assignment.job):
                 // The parameters are in the shared segment; a shard the coordinator has since
                 // rewritten (this worker fell behind) does not count (what the copy left in the
@@ -450,7 +453,7 @@ public final class WorkerAgent {
                       segment.read(shard: Int(h.shard), step: step, offset: offset, count: count, into: job.replica.baseAddress + offset,
                                    streaming: job.streamsReplica)
                 else { continue }
-                shardLanded(job, step: step, shardCount: Int(h.shardCount))
+                shardLanded(job, step: step, shard: h.shard, shardCount: Int(h.shardCount))
             case let .notice(n) where n.kind == NoticeKind.sharedMemory:
                 mapSharedMemory(job, n)
             case let .notice(n) where n.kind == NoticeKind.attach:
@@ -472,16 +475,16 @@ public final class WorkerAgent {
     }
 
     /// One parameter shard of `step` is in the replica: the step starts when all are.
-    private func shardLanded(_ job: ActiveJob, step: Int, shardCount: Int) {
+    private func shardLanded(_ job: ActiveJob, step: Int, shard: UInt32, shardCount: Int) {
         if step != job.receivedStep {
             job.receivedStep = step
-            job.received = 0
+            job.received = []
             // Site rounds two rounds behind can no longer complete (a member missed them).
             job.reducer?.drop(before: step - 2 * job.spec.stepsPerRound)
         }
-        job.received += 1
         job.shardCount = shardCount
-        if job.received == job.shardCount { stepParametersArrived(job, step: step) }
+        guard Int(shard) < shardCount, job.received.insert(Int(shard)).inserted else { return }
+        if job.received.count == job.shardCount { stepParametersArrived(job, step: step) }
     }
 
     /// The coordinator offers shared-memory segments (this worker is on its host): mapped and
