@@ -1,5 +1,6 @@
-// See include/CKernels.h. Written for x86-64 Linux, where each has a measured reason to exist;
-// elsewhere they are the plain loops.
+// See include/CKernels.h. Written for x86-64, where each has a measured reason to exist: the
+// streaming copy on every x86-64 (SSE2 is baseline), the per-width clones on Linux only; on
+// other CPUs they are the plain loops.
 //
 // - Streaming copy: a worker copies every parameter shard it receives into its replica. With
 //   ordinary stores each destination line is read from memory before it is overwritten; with
@@ -14,8 +15,11 @@
 #include "CKernels.h"
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__linux__)
+#if defined(__x86_64__)
 #include <emmintrin.h>
+#endif
+// Clones need the loader's ifunc support: Linux (glibc) only.
+#if defined(__x86_64__) && defined(__linux__)
 #define COHORT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define COHORT_CLONES

@@ -525,8 +525,9 @@ extension CoordinatorLoop {
                 training.appliedThisStep = Set(file.metadata[Self.appliedShardsKey]?.split(separator: ",").compactMap { Int($0) } ?? [])
                 // Totals (absent from checkpoints written before they were kept: 0).
                 training.trainSeconds = file.metadata[Self.trainSecondsKey].flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil } ?? 0
-                training.bytesIn = file.metadata[Self.bytesInKey].flatMap { Int($0) }.map { max(0, $0) } ?? 0
-                training.bytesOut = file.metadata[Self.bytesOutKey].flatMap { Int($0) }.map { max(0, $0) } ?? 0
+                // Within [0, 2^56]: a total near Int.max would trap at the next addition.
+                training.bytesIn = file.metadata[Self.bytesInKey].flatMap { Int($0) }.map { min(max(0, $0), 1 << 56) } ?? 0
+                training.bytesOut = file.metadata[Self.bytesOutKey].flatMap { Int($0) }.map { min(max(0, $0), 1 << 56) } ?? 0
                 return training
             } catch {
                 logger.warning("a checkpoint cannot be read; trying the one before", metadata: ["job.id": "\(job)", "path": "\(path)", "error": "\(error)"])

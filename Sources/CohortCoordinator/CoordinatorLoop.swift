@@ -225,6 +225,8 @@ final class CoordinatorLoop {
         return caller(publicKey: key)
     }
 
+    static let principalCacheLimit = 4096
+
     func caller(publicKey key: String) -> Caller {
         if let cached = principalCache[key] { return cached }
         let caller: Caller
@@ -233,9 +235,10 @@ final class CoordinatorLoop {
         } else {
             caller = .enrollee(publicKey: key)
         }
-        // Only enrolled keys are kept: anyone may connect with a fresh key (to enrol), and a
-        // cache of strangers would grow with each one.
-        if case .enrollee = caller { return caller }
+        // Anyone may connect with a fresh key (to enrol): strangers are cached too (one lookup
+        // per key, not per frame), but the cache starts over once it holds `principalCacheLimit`
+        // keys, so that a stream of new keys cannot grow it without end.
+        if principalCache.count >= Self.principalCacheLimit { principalCache = [:] }
         principalCache[key] = caller
         return caller
     }

@@ -45,7 +45,8 @@ public struct ShardCodec: Sendable, Hashable {
         encoding.payloadBytes(elements: count) ?? 4 + ShardEncoding.topKBytesPerKept * keptCount(elements: count)
     }
 
-    /// Encodes x[0..<count] into `out` (at least `maxPayloadBytes`), returns bytes written.
+    /// Encodes x[0..<count] into `out` (at least `maxPayloadBytes`, not overlapping x), returns
+    /// bytes written.
     /// Finite values always encode to finite ones (clamped where a format ends); NaN and ±∞
     /// go out as values the receiver's `validate` refuses.
     public func encode(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) -> Int {
@@ -64,6 +65,7 @@ public struct ShardCodec: Sendable, Hashable {
     /// adds what that payload decodes to onto `replica`, bit for bit what `encode` of the
     /// difference followed by `add` gives (the workers' side). The element-wise encodings do it in
     /// one pass over the three buffers; int8 and topk go through `scratch` (`count` floats).
+    /// The buffers must not overlap.
     /// Returns the bytes written.
     public func encodeDifference(_ target: UnsafePointer<Float>, replica: UnsafeMutablePointer<Float>, count: Int,
                                  scratch: UnsafeMutablePointer<Float>, into out: UnsafeMutableRawPointer) -> Int {

@@ -113,7 +113,9 @@ public final class WorkerAgent {
         var receivedStep = -1
         /// The parameter shards of `receivedStep` in the replica: each counted once, so a shard
         /// that comes twice (sent again when a run restarts mid-step) cannot stand in for one
-        /// that has not come yet.
+        /// that has not come yet. Each copy is still applied: fp32 parameters overwrite, and a
+        /// lossy downlink's second difference is a new one (the coordinator advanced its θ̃ by
+        /// the first), which the replica must add to stay equal to the coordinator's.
         var received = Set<Int>()
         var shardCount = 0
         /// On the coordinator's host: the segments shards go through once mapped (parameters
