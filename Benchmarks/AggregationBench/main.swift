@@ -36,8 +36,9 @@ final class Owner: @unchecked Sendable { // buffers written before sends, read b
     deinit { raw.deallocate() }
 }
 
-/// Keeps the aggregator (whose accumulator is sent zero-copy in --mean-only) alive for libzmq;
-/// it is only read after the send, and overwritten only once every worker has everything.
+/// Keeps what a --mean-only round sends zero-copy (the frame the mean was fused into, or the
+/// aggregator's accumulator) alive for libzmq; it is only read after the send, and overwritten
+/// only once every worker has everything.
 final class Retained: @unchecked Sendable {
     let object: AnyObject
     init(_ object: AnyObject) { self.object = object }
@@ -85,7 +86,6 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
             let state = FlatBuffer(count: elements)
             let sgd = Optimizer.sgd(.init(momentum: 0.9))
             let aggregator = StepAggregator(job: 1, layout: layout, encoding: encoding)
-            let accumulatorOwner = Retained(aggregator)
             let lossyDown = downlink != .fp32
             let codec = ShardCodec(downlink)
             let replica = FlatBuffer(count: lossyDown ? elements : 0), difference = FlatBuffer(count: lossyDown ? elements : 0)
@@ -102,7 +102,7 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                     switch try Message.decode(frames[1].unsafeBytes) {
                     case let .shard(h):
                         outcome = withExtendedLifetime(frames) {
-                            aggregator.contribute(from: name, header: h, payload: frames[2].unsafeBytes, owner: frames[2])
+                            aggregator.contribute(from: name, header: h, payload: frames[2].unsafeBytes, owner: frames[2], writable: true)
                         }
                     case let .sharedShard(h):
                         let segment = gradientSegments[Int(name.dropFirst())!]
@@ -118,8 +118,9 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                     complete += 1
                     let r = layout.range(k)
                     if !meanOnly {
-                        sgd.step(range: r, parameters: params.buffer, gradients: aggregator.accumulatorBuffer, state: state.buffer,
+                        sgd.step(range: r, parameters: params.buffer, gradientOfRange: aggregator.gradient(shard: k), state: state.buffer,
                                  learningRate: 0.01, t: step + 1)
+                        aggregator.release(shard: k)
                     }
                     // A mean round with a lossy downlink sends the mean encoded, as a compressed
                     // all_reduce does (θ̃ tracks parameters, which a mean round does not send).
@@ -129,22 +130,24 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                     let envelope = Message.shard(out).encode()
                     if let downbox {
                         let payload = meanOnly
-                            ? downbox.encode(shard: k, of: aggregator.accumulatorBuffer.baseAddress!)
+                            ? downbox.encode(shard: k, elements: aggregator.gradient(shard: k).baseAddress!)
                             : downbox.encodeDifference(shard: k, target: params.baseAddress, replica: replica.baseAddress,
                                                        scratch: difference.baseAddress)
                         for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: downbox)]) }
                         continue
                     }
-                    let source = meanOnly ? UnsafeRawPointer(aggregator.accumulatorBuffer.baseAddress!) : UnsafeRawPointer(params.baseAddress)
+                    // The mean where the aggregator built it (a frame, or its accumulator), or the new parameters.
+                    let source = meanOnly ? UnsafeRawPointer(aggregator.gradient(shard: k).baseAddress!) : UnsafeRawPointer(params.baseAddress + r.lowerBound)
                     if let parameterSegment {
-                        parameterSegment.publish(shard: k, step: step + 1, from: source.assumingMemoryBound(to: Float.self) + r.lowerBound,
+                        parameterSegment.publish(shard: k, step: step + 1, from: source.assumingMemoryBound(to: Float.self),
                                                  offset: r.lowerBound, count: r.count)
                         let header = Message.sharedShard(out).encode()
                         for id in identities.values { try hub.send([.bytes(id), .bytes(header)]) }
                         continue
                     }
-                    let payload = UnsafeRawBufferPointer(start: source + r.lowerBound * 4, count: r.count * 4)
-                    for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: meanOnly ? accumulatorOwner : params)]) }
+                    let payload = UnsafeRawBufferPointer(start: source, count: r.count * 4)
+                    let owner: any AnyObject & Sendable = meanOnly ? Retained(aggregator.gradientOwner(shard: k)) : params
+                    for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: owner)]) }
                 }
             }
             zap?.stop()

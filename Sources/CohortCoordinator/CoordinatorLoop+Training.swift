@@ -202,9 +202,9 @@ extension CoordinatorLoop {
                     return rejectShard(run, member, "shard covers \(header.elementOffset)+\(header.elementCount), beyond the segment's \(segment.elements) elements")
                 }
                 let payload = UnsafeRawBufferPointer(start: segment.floats + Int(header.elementOffset), count: Int(header.elementCount) * 4)
-                return try contribute(run, member, header, frames, payload: payload, owner: segment)
+                return try contribute(run, member, header, frames, payload: payload, owner: segment, writable: false)
             }
-            try contribute(run, member, header, frames, payload: frames[2].unsafeBytes, owner: frames[2])
+            try contribute(run, member, header, frames, payload: frames[2].unsafeBytes, owner: frames[2], writable: true)
         default:
             refuseMalformed(socket, identity, .invalidValue(field: "envelope.type", reason: "is \(message.type), not a data message"))
         }
@@ -212,12 +212,13 @@ extension CoordinatorLoop {
 
     /// One shard of a member's contribution: fused, completing its shard when it is the last;
     /// under `overlap`, a shard of the next round is kept until that round begins.
-    /// `payload` is in `owner`: the shard's frame, or a member's shared-memory segment.
+    /// `payload` is in `owner`: the shard's frame (`writable`: the aggregator may fuse into it),
+    /// or a member's shared-memory segment (never written: the member can still change it).
     private func contribute(_ run: JobRun, _ member: String, _ header: ShardHeader, _ frames: [InboundFrame],
-                            payload: UnsafeRawBufferPointer, owner: AnyObject) throws {
+                            payload: UnsafeRawBufferPointer, owner: AnyObject, writable: Bool) throws {
         guard let aggregator = run.aggregator else { return }
         let outcome = withExtendedLifetime(frames) {
-            aggregator.contribute(from: member, header: header, payload: payload, owner: owner)
+            aggregator.contribute(from: member, header: header, payload: payload, owner: owner, writable: writable)
         }
         // What crossed the socket: a shared-memory shard's elements did not.
         let bytes = frames.dropFirst().reduce(0) { $0 + $1.count }
@@ -392,7 +393,7 @@ extension CoordinatorLoop {
             let early = run.early
             run.early = []
             for e in early where e.header.step == UInt64(state.step) && runs[run.job] === run && run.phase == .training {
-                try contribute(run, e.member, e.header, e.frames, payload: e.frames[2].unsafeBytes, owner: e.frames[2])
+                try contribute(run, e.member, e.header, e.frames, payload: e.frames[2].unsafeBytes, owner: e.frames[2], writable: true)
             }
         }
     }

@@ -51,6 +51,13 @@ public final class EncodedShards: @unchecked Sendable { // written by its owner 
         return payload(shard: k)
     }
 
+    /// Encodes shard k from its own elements (`range(k).count` of them, wherever they are).
+    @discardableResult
+    public func encode(shard k: Int, elements: UnsafePointer<Float>) -> UnsafeRawBufferPointer {
+        lengths[k] = codec.encode(elements, count: range(k).count, into: base + slotOffsets[k])
+        return payload(shard: k)
+    }
+
     /// A lossy downlink's shard k: encodes target − replica (both whole flat buffers) and adds
     /// the decoded payload onto the replica's shard k, as the receivers will
     /// (`ShardCodec.encodeDifference`; `scratch` is a flat buffer int8 and topk need).

@@ -65,6 +65,29 @@ struct OptimizerTests {
         #expect(whole.toArray() != p0)
     }
 
+    /// A fused shard's gradient need not sit in a full-size buffer (the coordinator fuses fp32
+    /// shards in their frames): stepping a range from its own gradient is the same step.
+    @Test(arguments: [Optimizer.sgd(.init(momentum: 0.9, nesterov: true, weightDecay: 0.01)), .sgd(.init()), .adamW(.init())])
+    func aRangeStepsFromItsOwnGradientLikeFromTheWholeBuffer(_ opt: Optimizer) {
+        let n = 1000
+        let p0 = randomFloats(n, seed: 3), g = FlatBuffer(randomFloats(n, seed: 4))
+        let whole = FlatBuffer(p0), own = FlatBuffer(p0)
+        let s1 = opt.makeState(parameterCount: n), s2 = opt.makeState(parameterCount: n)
+        for t in 1...3 {
+            opt.step(parameters: whole, gradients: g, state: s1, learningRate: 0.01, t: t, gradientScale: 0.5)
+            for range in [0..<333, 333..<334, 334..<1000] {
+                // The range's gradient copied to a buffer of its own, as a frame holds it.
+                let slice = Array(g.toArray()[range])
+                slice.withUnsafeBufferPointer {
+                    opt.step(range: range, parameters: own.buffer, gradientOfRange: $0, state: s2.buffer, learningRate: 0.01, t: t, gradientScale: 0.5)
+                }
+            }
+        }
+        #expect(whole.toArray() == own.toArray())
+        #expect(s1.toArray() == s2.toArray())
+        #expect(whole.toArray() != p0)
+    }
+
     @Test func invalidSettingsThrow() {
         #expect(throws: ComputeError.self) { try Optimizer.sgd(.init(momentum: 1.5)).validate() }
         #expect(throws: ComputeError.self) { try Optimizer.sgd(.init(momentum: 0, nesterov: true)).validate() }

@@ -9,6 +9,16 @@ final class Frame {
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 }
 
+/// A received frame's payload, which the aggregator may fuse into (`writable: true`).
+final class WritableFrame {
+    let memory: UnsafeMutableRawBufferPointer
+    init(_ values: ArraySlice<Float>) {
+        memory = .allocate(byteCount: values.count * 4, alignment: 16)
+        values.withUnsafeBytes { memory.copyMemory(from: $0) }
+    }
+    deinit { memory.deallocate() }
+}
+
 struct AggregatorTests {
     let layout = ShardLayout(parameterCount: 10_007, shardElements: 1024) // a short last shard
 
@@ -236,7 +246,10 @@ struct DecodingAggregatorTests {
         }
         #expect(completed == layout.shardCount)
         var worst = 0.0
-        for (i, e) in expected.enumerated() { worst = max(worst, abs(Double(agg.accumulatorBuffer[i]) - e)) }
+        for k in 0..<layout.shardCount {
+            let g = agg.gradient(shard: k)
+            for (j, i) in layout.range(k).enumerated() { worst = max(worst, abs(Double(g[j]) - expected[i])) }
+        }
         #expect(worst < 1e-5, "worst difference from the weighted mean of the decoded values: \(worst)")
     }
 
@@ -286,5 +299,71 @@ struct DecodingAggregatorTests {
         }
         #expect(shard == 0 && reason.contains("NaN"), "\(reason)")
         #expect(!agg.isComplete(shard: 0))
+    }
+}
+
+extension AggregatorTests {
+    /// fp32 contributions in frames the aggregator may overwrite: the shard's sum is built in the
+    /// second contribution's frame (or the only one's) instead of the accumulator, with the same
+    /// arithmetic, so the same bits; the frame lives until the shard is released.
+    @Test(arguments: [1, 2, 3, 5])
+    func fusingInTheFramesGivesTheAccumulatorsBits(memberCount: Int) {
+        var rng = SeededGenerator(seed: 100 + UInt64(memberCount))
+        let names = (0..<memberCount).map { "w\($0)" }
+        let samples = names.map { _ in UInt32.random(in: 1...64, using: &rng) }
+        let grads = names.map { _ in (0..<layout.parameterCount).map { _ in Float.random(in: -1...1, using: &rng) } }
+        var arrivals = [(Int, Int)]()
+        for m in 0..<memberCount { for k in 0..<layout.shardCount { arrivals.append((m, k)) } }
+        arrivals.shuffle(using: &rng)
+        let reference = StepAggregator(job: 1, layout: layout, encoding: .fp32), inPlace = StepAggregator(job: 1, layout: layout, encoding: .fp32)
+        reference.begin(step: 7, members: Set(names))
+        inPlace.begin(step: 7, members: Set(names))
+        for (m, k) in arrivals {
+            let h = header(layout, shard: k, samples: samples[m])
+            let frame = Frame(bytes(grads[m][layout.range(k)], .fp32))
+            let a = frame.bytes.withUnsafeBytes { reference.contribute(from: names[m], header: h, payload: $0, owner: frame) }
+            let writable = WritableFrame(grads[m][layout.range(k)])
+            let b = inPlace.contribute(from: names[m], header: h, payload: UnsafeRawBufferPointer(writable.memory), owner: writable, writable: true)
+            #expect(a == b)
+        }
+        for k in 0..<layout.shardCount {
+            #expect(Array(reference.gradient(shard: k)).map(\.bitPattern) == Array(inPlace.gradient(shard: k)).map(\.bitPattern), "shard \(k)")
+            let accumulatorOwned = ObjectIdentifier(reference.gradientOwner(shard: k)) == ObjectIdentifier(reference)
+            let frameOwned = inPlace.gradientOwner(shard: k) is WritableFrame
+            #expect(accumulatorOwned)
+            #expect(frameOwned, "shard \(k) was summed in a frame")
+        }
+        // Released, the frame goes (nothing else holds it).
+        weak var frame: WritableFrame?
+        frame = inPlace.gradientOwner(shard: 0) as? WritableFrame
+        #expect(frame != nil)
+        inPlace.release(shard: 0)
+        #expect(frame == nil)
+    }
+
+    /// A poisoned second contribution is checked a block at a time before its frame is
+    /// overwritten: refused with the element and value, the parked first one untouched, and
+    /// a sound second contribution then gives the exact mean.
+    @Test(arguments: [Float.nan, 1e30, -Float.infinity])
+    func aPoisonedFrameIsRefusedBeforeItIsFusedInto(bad: Float) {
+        let small = ShardLayout(parameterCount: 600, shardElements: 600)
+        let agg = StepAggregator(job: 1, layout: small, encoding: .fp32)
+        agg.begin(step: 7, members: ["a", "b"])
+        let a = WritableFrame(ArraySlice((0..<600).map { Float($0) }))
+        #expect(agg.contribute(from: "a", header: header(small, shard: 0, samples: 1), payload: UnsafeRawBufferPointer(a.memory), owner: a, writable: true)
+            == .success(.parked))
+        var poisoned = [Float](repeating: 2, count: 600)
+        poisoned[300] = bad
+        let b = WritableFrame(poisoned[...])
+        let refused = agg.contribute(from: "b", header: header(small, shard: 0, samples: 3), payload: UnsafeRawBufferPointer(b.memory), owner: b, writable: true)
+        let why: Rejection = bad.isFinite ? .outOfRange(shard: 0, index: 300, value: bad) : .nonFinite(shard: 0, index: 300)
+        #expect(refused == .failure(why))
+        #expect(!agg.isComplete(shard: 0))
+        let sound = WritableFrame(ArraySlice(repeating: 2, count: 600))
+        #expect(agg.contribute(from: "b", header: header(small, shard: 0, samples: 3), payload: UnsafeRawBufferPointer(sound.memory), owner: sound, writable: true)
+            == .success(.complete(shard: 0)))
+        let g = Array(agg.gradient(shard: 0))
+        let mean: [Float] = (0..<600).map { i in Float(i) * 0.25 + 2 * 0.75 }
+        #expect(g == mean)
     }
 }

@@ -75,22 +75,44 @@ public enum Optimizer: Sendable, Hashable, Codable {
     public func step(range: Range<Int>, parameters: UnsafeMutableBufferPointer<Float>,
                      gradients: UnsafeBufferPointer<Float>, state: UnsafeMutableBufferPointer<Float>,
                      learningRate lr: Float, t: Int, gradientScale: Float = 1) {
+        precondition(gradients.count == parameters.count, "gradients (\(gradients.count)) and parameters (\(parameters.count)) differ in size")
+        step(range: range, parameters: parameters, gradient: gradients.baseAddress, offset: 0, state: state,
+             learningRate: lr, t: t, gradientScale: gradientScale)
+    }
+
+    /// The same update with the gradient of `range` alone: `gradientOfRange[j]` is the gradient
+    /// of `parameters[range.lowerBound + j]` (a fused shard that does not sit in a full-size
+    /// buffer).
+    public func step(range: Range<Int>, parameters: UnsafeMutableBufferPointer<Float>,
+                     gradientOfRange: UnsafeBufferPointer<Float>, state: UnsafeMutableBufferPointer<Float>,
+                     learningRate lr: Float, t: Int, gradientScale: Float = 1) {
+        precondition(gradientOfRange.count == range.count, "a gradient of \(gradientOfRange.count) for \(range.count) parameters")
+        step(range: range, parameters: parameters, gradient: gradientOfRange.baseAddress, offset: range.lowerBound, state: state,
+             learningRate: lr, t: t, gradientScale: gradientScale)
+    }
+
+    /// Element i's gradient is gradient[i − offset].
+    private func step(range: Range<Int>, parameters: UnsafeMutableBufferPointer<Float>,
+                      gradient: UnsafePointer<Float>?, offset: Int, state: UnsafeMutableBufferPointer<Float>,
+                      learningRate lr: Float, t: Int, gradientScale: Float) {
         let n = parameters.count
-        precondition(gradients.count == n, "gradients (\(gradients.count)) and parameters (\(n)) differ in size")
         precondition(range.lowerBound >= 0 && range.upperBound <= n, "range \(range) outside 0..<\(n)")
         precondition(state.count >= stateSlots * n, "optimizer state holds \(state.count) floats, needs \(stateSlots * n)")
-        guard !range.isEmpty, let p = parameters.baseAddress, let g = gradients.baseAddress else { return }
+        guard !range.isEmpty, let p = parameters.baseAddress, let g = gradient else { return }
         precondition(t >= 1 || stateSlots < 2, "AdamW step number t counts from 1")
         // Element-wise, so splitting the range across threads changes no result.
         let ps = SharedPointer(p), gs = SharedPointer(g), ss = state.baseAddress.map(SharedPointer.init)
         let base = range.lowerBound
         Parallel.forEach(range.count, chunk: Parallel.bulkChunk) { part in
             let r = (base + part.lowerBound)..<(base + part.upperBound)
+            // This chunk's gradient, indexed like the parameters within the chunk.
+            let gr = gs.p + (r.lowerBound - offset)
             switch self {
             case let .sgd(s):
-                Self.sgdStep(s, p: ps.p, g: gs.p, buf: ss?.p, range: r, lr: lr, scale: gradientScale)
+                Self.sgdStep(s, p: ps.p + r.lowerBound, g: gr, buf: ss.map { $0.p + r.lowerBound }, count: r.count, lr: lr, scale: gradientScale)
             case let .adamW(a):
-                Self.adamWStep(a, p: ps.p, g: gs.p, m: ss!.p, v: ss!.p + n, range: r, lr: lr, t: t, scale: gradientScale)
+                Self.adamWStep(a, p: ps.p + r.lowerBound, g: gr, m: ss!.p + r.lowerBound, v: ss!.p + n + r.lowerBound,
+                               count: r.count, lr: lr, t: t, scale: gradientScale)
             }
         }
     }
@@ -103,11 +125,12 @@ public enum Optimizer: Sendable, Hashable, Codable {
              learningRate: learningRate, t: t, gradientScale: gradientScale)
     }
 
+    /// p, g and buf point at the chunk's first element.
     private static func sgdStep(_ s: SGD, p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
-                                buf: UnsafeMutablePointer<Float>?, range: Range<Int>, lr: Float, scale: Float) {
+                                buf: UnsafeMutablePointer<Float>?, count: Int, lr: Float, scale: Float) {
         let wd = s.weightDecay, mu = s.momentum
-        var i = range.lowerBound
-        let end = range.upperBound
+        var i = 0
+        let end = count
         if mu == 0 {
             while i + 16 <= end {
                 let gi = load16(g + i) * scale + wd * load16(p + i)
@@ -135,15 +158,15 @@ public enum Optimizer: Sendable, Hashable, Codable {
 
     private static func adamWStep(_ a: AdamW, p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
                                   m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                                  range: Range<Int>, lr: Float, t: Int, scale: Float) {
+                                  count: Int, lr: Float, t: Int, scale: Float) {
         // Bias corrections in Double: β^t for large t underflows gracefully and stays exact enough.
         let bc1 = Float(1 - pow(Double(a.beta1), Double(t)))
         let bc2 = Float(1 - pow(Double(a.beta2), Double(t)))
         let stepSize = lr / bc1, rbc2 = 1 / bc2.squareRoot()
         let decay = 1 - lr * a.weightDecay
         let b1 = a.beta1, b2 = a.beta2, eps = a.epsilon
-        var i = range.lowerBound
-        let end = range.upperBound
+        var i = 0
+        let end = count
         while i + 16 <= end {
             let gi = load16(g + i) * scale
             let mi = b1 * load16(m + i) + (1 - b1) * gi

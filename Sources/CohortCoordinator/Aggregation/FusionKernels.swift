@@ -52,6 +52,22 @@ enum Fusion {
         }
     }
 
+    /// b = wa·a + wb·b, in b's own memory (an fp32 contribution in a received frame: the
+    /// accumulator is then memory the CPU has just written, not a line it must first fetch).
+    /// Checked a block at a time before the block is overwritten: the index of b's first value
+    /// outside ±`limit` (that value still in place), or nil when all of b was fused.
+    static func firstTwoInPlace(_ b: UnsafeMutablePointer<Float>, _ wb: Float, _ a: Payload, _ wa: Float, count: Int) -> Int? {
+        switch a.encoding {
+        case .fp32: return inPlace(b, count) { i in a.fp32(i) * wa + b[i] * wb }
+        case .bf16: return inPlace(b, count) { i in BF16(a.base)[i] * wa + b[i] * wb }
+        }
+    }
+
+    /// b = w·b in b's own memory (see `firstTwoInPlace`).
+    static func singleInPlace(_ b: UnsafeMutablePointer<Float>, _ w: Float, count: Int) -> Int? {
+        inPlace(b, count) { i in b[i] * w }
+    }
+
     /// acc ·= scale
     static func scale(_ acc: UnsafeMutablePointer<Float>, _ scale: Float, count: Int) {
         for i in 0..<count { acc[i] *= scale }
@@ -109,6 +125,22 @@ enum Fusion {
         }
     }
 
+    /// b[i] = value(i) over blocks of 256, each checked (b's values against ±`limit`) before it
+    /// is overwritten; stops at the first block with a value outside.
+    @inline(__always)
+    private static func inPlace(_ b: UnsafeMutablePointer<Float>, _ count: Int, _ value: (Int) -> Float) -> Int? {
+        var start = 0
+        while start < count {
+            let end = min(start + 256, count)
+            var flags: UInt32 = 0
+            for i in start..<end { flags |= outOfRangeFlag(b[i]) }
+            if flags != 0 { return (start..<end).first { !ContributionRange.contains(b[$0]) } }
+            for i in start..<end { b[i] = value(i) }
+            start = end
+        }
+        return nil
+    }
+
     private static func firstOutOfRange<X: Reader>(_ x: X, _ count: Int) -> Int? {
         // Blocks of 256: a branch-free OR over each (vectorised), the exact index only on a hit.
         var start = 0
@@ -133,6 +165,8 @@ struct Payload {
     let base: UnsafeRawPointer
     let encoding: Encoding
     enum Encoding { case fp32, bf16 }
+
+    @inline(__always) func fp32(_ i: Int) -> Float { FP32(base)[i] }
 }
 
 /// Reads element i of a payload as fp32.

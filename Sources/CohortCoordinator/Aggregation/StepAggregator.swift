@@ -83,7 +83,12 @@ public final class StepAggregator {
         var arrived: Set<String> = []
         var weight: Double = 0
         var parked: (owner: AnyObject, payload: Payload, weight: Float)?
+        /// Where the shard's sum is when it is not in `accumulator`: an fp32 contribution's own
+        /// frame, fused into in place (kept alive by `owner`).
+        var inPlace: (sum: UnsafeMutablePointer<Float>, owner: AnyObject)?
         var complete = false
+        /// `release(shard:)` was called: the sum is gone.
+        var released = false
     }
 
     public init(job: UInt64, layout: ShardLayout, encoding: ShardEncoding, kind: ShardKind = .gradient, topKFraction: Double = 0.01) {
@@ -114,8 +119,14 @@ public final class StepAggregator {
 
     /// Checks one contribution and, if it is sound, fuses it. `payload` must stay valid while
     /// `owner` is alive; a parked contribution keeps `owner` until it is fused.
+    ///
+    /// `writable`: the payload's memory is the coordinator's alone (a received frame, never a
+    /// segment a worker shares) and may be overwritten. An fp32 shard's sum is then built in the
+    /// second contribution's frame (or the only one's), which the CPU has just written, instead
+    /// of in `accumulator`, whose lines it would first have to fetch from memory; the frame is
+    /// kept until the shard is released or the next step begins.
     public func contribute(from member: String, header h: ShardHeader, payload: UnsafeRawBufferPointer,
-                           owner: AnyObject) -> Result<Outcome, Rejection> {
+                           owner: AnyObject, writable: Bool = false) -> Result<Outcome, Rejection> {
         guard h.job == job else { return .failure(.wrongJob(got: h.job, expected: job)) }
         guard h.step == step else { return .failure(.staleStep(got: h.step, expected: step)) }
         guard h.kind == kind else { return .failure(.wrongKind(h.kind)) }
@@ -142,13 +153,19 @@ public final class StepAggregator {
         let arrivedBefore = shards[k].arrived.count
         let last = arrivedBefore + 1 == members.count
         let weight = shards[k].weight + Double(h.sampleCount)
-        let acc = accumulator.baseAddress! + range.lowerBound
+        let acc = sum(k)
         let scale = last ? Float(1 / weight) : 1
+        // In the frame itself: fp32, ours to overwrite, and aligned for Float.
+        let own = writable && encoding == .fp32 && Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0
+            ? UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: Float.self)) : nil
         // Checked for NaN, ±∞ and values beyond ±2^64 before anything of it is kept: in the pass
         // that overwrites the accumulator where that is the first use (single, firstTwo), else
         // in a pass of its own.
         if arrivedBefore == 0 {
-            if last {
+            if last, let own {
+                if let bad = Fusion.singleInPlace(own, w * scale, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
+                shards[k].inPlace = (own, owner)
+            } else if last {
                 guard Fusion.single(acc, x, w * scale, count: range.count) else { return .failure(outOfRange(x, shard: k, count: range.count)) }
             } else {
                 if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
@@ -158,8 +175,15 @@ public final class StepAggregator {
                 return .success(.parked)
             }
         } else if let parked = shards[k].parked {
-            guard Fusion.firstTwo(acc, parked.payload, parked.weight * scale, x, w * scale, count: range.count) else {
-                return .failure(outOfRange(x, shard: k, count: range.count))
+            if let own {
+                if let bad = Fusion.firstTwoInPlace(own, w * scale, parked.payload, parked.weight * scale, count: range.count) {
+                    return .failure(rejection(x, shard: k, index: bad))
+                }
+                shards[k].inPlace = (own, owner)
+            } else {
+                guard Fusion.firstTwo(acc, parked.payload, parked.weight * scale, x, w * scale, count: range.count) else {
+                    return .failure(outOfRange(x, shard: k, count: range.count))
+                }
             }
             shards[k].parked = nil
         } else {
@@ -207,7 +231,7 @@ public final class StepAggregator {
         }
         shards[k].arrived.insert(member)
         shards[k].weight += Double(samples)
-        let acc = accumulator.baseAddress! + range.lowerBound
+        let acc = sum(k)
         if shards[k].arrived.count == 1 { acc.update(repeating: 0, count: range.count) }
         Fusion.add(acc, Payload(base: UnsafeRawPointer(values), encoding: .fp32), Float(samples), scale: 1, count: range.count)
         guard shards[k].arrived.count == members.count else { return .success(.fused) }
@@ -222,7 +246,7 @@ public final class StepAggregator {
         if shards[k].complete { return true }
         guard !shards[k].arrived.isEmpty else { return false }
         let range = layout.range(k)
-        let acc = accumulator.baseAddress! + range.lowerBound
+        let acc = sum(k)
         if let parked = shards[k].parked {
             Fusion.single(acc, parked.payload, 1, count: range.count)
             shards[k].parked = nil
@@ -238,11 +262,26 @@ public final class StepAggregator {
     /// Members whose shard k arrived.
     public func arrived(shard k: Int) -> Set<String> { shards[k].arrived }
 
-    /// The whole accumulator, indexed like the parameters (shard k's part is valid once complete).
-    public var accumulatorBuffer: UnsafeBufferPointer<Float> { UnsafeBufferPointer(accumulator) }
-
-    /// The weighted mean gradient of shard k (valid once complete, until the next `begin`).
+    /// The weighted mean gradient of shard k (valid once complete, until it is released or the
+    /// next `begin`).
     public func gradient(shard k: Int) -> UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(rebasing: UnsafeBufferPointer(accumulator)[layout.range(k)])
+        precondition(!shards[k].released, "shard \(k)'s gradient was released")
+        return UnsafeBufferPointer(start: sum(k), count: layout.range(k).count)
+    }
+
+    /// What keeps `gradient(shard:)`'s memory alive (a frame, or this aggregator): the owner to
+    /// give a zero-copy send of it.
+    public func gradientOwner(shard k: Int) -> AnyObject { shards[k].inPlace?.owner ?? self }
+
+    /// Shard k's gradient is no longer needed (the optimizer has used it): a frame it was
+    /// fused into goes back to the allocator now rather than at the next step.
+    public func release(shard k: Int) {
+        shards[k].inPlace = nil
+        shards[k].released = true
+    }
+
+    /// Where shard k's sum is built.
+    private func sum(_ k: Int) -> UnsafeMutablePointer<Float> {
+        shards[k].inPlace?.sum ?? accumulator.baseAddress! + layout.range(k).lowerBound
     }
 }

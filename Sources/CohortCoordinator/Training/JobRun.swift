@@ -367,9 +367,10 @@ final class JobRun {
         guard let state, let aggregator, state.appliedThisStep.insert(k).inserted else { return }
         let range = aggregator.layout.range(k)
         let lr = spec.coordinatorLearningRate(step: state.step)
-        state.optimizer.step(range: range, parameters: state.model.parameters.buffer, gradients: aggregator.accumulatorBuffer,
+        state.optimizer.step(range: range, parameters: state.model.parameters.buffer, gradientOfRange: aggregator.gradient(shard: k),
                              state: state.optimizerState.buffer, learningRate: lr, t: state.step / spec.stepsPerRound + 1,
                              gradientScale: gradientScale)
+        aggregator.release(shard: k)
     }
 
     /// The global gradient norm over every shard (for clip-norm, once all are complete).
