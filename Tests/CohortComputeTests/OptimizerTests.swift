@@ -47,44 +47,29 @@ struct OptimizerTests {
         #expect(abs(r[0] - 0.899) < 1e-6 && abs(r[1] - 0.871_467_298_7) < 2e-6, "\(r)")
     }
 
-    @Test(arguments: [Optimizer.sgd(.init(momentum: 0.9, nesterov: true, weightDecay: 0.01)), .adamW(.init())])
+    /// Also from each range's own gradient: a fused shard's gradient need not sit in a
+    /// full-size buffer (the coordinator fuses fp32 shards in their frames).
+    @Test(arguments: [Optimizer.sgd(.init(momentum: 0.9, nesterov: true, weightDecay: 0.01)), .sgd(.init()), .adamW(.init())])
     func shardsStepLikeTheWholeBuffer(_ opt: Optimizer) {
         let n = 1000
         let p0 = randomFloats(n, seed: 1), g = FlatBuffer(randomFloats(n, seed: 2))
-        let whole = FlatBuffer(p0), sharded = FlatBuffer(p0)
-        let s1 = opt.makeState(parameterCount: n), s2 = opt.makeState(parameterCount: n)
+        let whole = FlatBuffer(p0), sharded = FlatBuffer(p0), own = FlatBuffer(p0)
+        let s1 = opt.makeState(parameterCount: n), s2 = opt.makeState(parameterCount: n), s3 = opt.makeState(parameterCount: n)
         for t in 1...3 {
             opt.step(parameters: whole, gradients: g, state: s1, learningRate: 0.01, t: t, gradientScale: 0.5)
             // Odd shard edges: the SIMD loop and its scalar tail must agree bit for bit.
             for range in [0..<333, 333..<334, 334..<1000] {
                 opt.step(range: range, parameters: sharded, gradients: g, state: s2, learningRate: 0.01, t: t, gradientScale: 0.5)
-            }
-        }
-        #expect(whole.toArray() == sharded.toArray())
-        #expect(s1.toArray() == s2.toArray())
-        #expect(whole.toArray() != p0)
-    }
-
-    /// A fused shard's gradient need not sit in a full-size buffer (the coordinator fuses fp32
-    /// shards in their frames): stepping a range from its own gradient is the same step.
-    @Test(arguments: [Optimizer.sgd(.init(momentum: 0.9, nesterov: true, weightDecay: 0.01)), .sgd(.init()), .adamW(.init())])
-    func aRangeStepsFromItsOwnGradientLikeFromTheWholeBuffer(_ opt: Optimizer) {
-        let n = 1000
-        let p0 = randomFloats(n, seed: 3), g = FlatBuffer(randomFloats(n, seed: 4))
-        let whole = FlatBuffer(p0), own = FlatBuffer(p0)
-        let s1 = opt.makeState(parameterCount: n), s2 = opt.makeState(parameterCount: n)
-        for t in 1...3 {
-            opt.step(parameters: whole, gradients: g, state: s1, learningRate: 0.01, t: t, gradientScale: 0.5)
-            for range in [0..<333, 333..<334, 334..<1000] {
-                // The range's gradient copied to a buffer of its own, as a frame holds it.
-                let slice = Array(g.toArray()[range])
+                let slice = Array(g.toArray()[range]) // the range's gradient in a buffer of its own
                 slice.withUnsafeBufferPointer {
-                    opt.step(range: range, parameters: own.buffer, gradientOfRange: $0, state: s2.buffer, learningRate: 0.01, t: t, gradientScale: 0.5)
+                    opt.step(range: range, parameters: own.buffer, gradientOfRange: $0, state: s3.buffer, learningRate: 0.01, t: t, gradientScale: 0.5)
                 }
             }
         }
+        #expect(whole.toArray() == sharded.toArray())
         #expect(whole.toArray() == own.toArray())
         #expect(s1.toArray() == s2.toArray())
+        #expect(s1.toArray() == s3.toArray())
         #expect(whole.toArray() != p0)
     }
 

@@ -132,23 +132,27 @@ enum Fusion {
         var start = 0
         while start < count {
             let end = min(start + 256, count)
-            var flags: UInt32 = 0
-            for i in start..<end { flags |= outOfRangeFlag(b[i]) }
-            if flags != 0 { return (start..<end).first { !ContributionRange.contains(b[$0]) } }
+            if let bad = firstOutOfRange(Floats(b), start..<end) { return bad }
             for i in start..<end { b[i] = value(i) }
             start = end
         }
         return nil
     }
 
+    /// The first index in `block` whose value is outside ±`limit`: a branch-free OR over the
+    /// block (vectorised), the exact index only on a hit.
+    @inline(__always)
+    private static func firstOutOfRange<X: Reader>(_ x: X, _ block: Range<Int>) -> Int? {
+        var flags: UInt32 = 0
+        for i in block { flags |= outOfRangeFlag(x[i]) }
+        return flags == 0 ? nil : block.first { !ContributionRange.contains(x[$0]) }
+    }
+
     private static func firstOutOfRange<X: Reader>(_ x: X, _ count: Int) -> Int? {
-        // Blocks of 256: a branch-free OR over each (vectorised), the exact index only on a hit.
         var start = 0
         while start < count {
             let end = min(start + 256, count)
-            var flags: UInt32 = 0
-            for i in start..<end { flags |= outOfRangeFlag(x[i]) }
-            if flags != 0 { return (start..<end).first { !ContributionRange.contains(x[$0]) } }
+            if let bad = firstOutOfRange(x, start..<end) { return bad }
             start = end
         }
         return nil
