@@ -13,7 +13,7 @@ bin=.build/release/cohort
 run="${COHORT_DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/cohort-demo.XXXXXX")}"
 mkdir -p "$run"
 port="${COHORT_DEMO_PORT:-7650}"
-pids=()
+pids=() workers=()
 cleanup() {
     trap - EXIT INT TERM
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -22,16 +22,24 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The demo's own coordinator, whatever a user's shell says about another one.
+unset COHORT_SERVER_KEY
 
 echo "[demo] coordinator on 127.0.0.1:$port (CURVE on), state in $run/coordinator"
 "$bin" coordinator --data-dir "$run/coordinator" --listen "127.0.0.1:$port" --ipc > "$run/coordinator.log" 2>&1 &
 pids+=($!)
 export COHORT_KEY="$run/coordinator/admin.key" COHORT_COORDINATOR="127.0.0.1:$port"
+ready=no
 for _ in $(seq 1 100); do
-    [ -f "$COHORT_KEY" ] && "$bin" jobs --timeout 1 >/dev/null 2>&1 && break
-    kill -0 "${pids[0]}" 2>/dev/null || { cat "$run/coordinator.log"; echo "[demo] the coordinator did not start (is port $port free? set COHORT_DEMO_PORT)"; exit 1; }
+    [ -f "$COHORT_KEY" ] && "$bin" jobs --timeout 1 >/dev/null 2>&1 && { ready=yes; break; }
+    kill -0 "${pids[0]}" 2>/dev/null || { cat "$run/coordinator.log"; echo "[demo] the coordinator did not start (are ports $port-$((port + 2)) free? set COHORT_DEMO_PORT)"; exit 1; }
     sleep 0.2
 done
+if [ "$ready" != yes ]; then
+    tail -n 20 "$run/coordinator.log"
+    echo "[demo] the coordinator is running but does not answer on 127.0.0.1:$port (its log: $run/coordinator.log)"
+    exit 1
+fi
 
 for site in pku:pku-01 pku:pku-02 sjtu:sjtu-01; do
     institution="${site%%:*}" name="${site#*:}"
@@ -39,17 +47,38 @@ for site in pku:pku-01 pku:pku-02 sjtu:sjtu-01; do
     echo "[demo] worker $name of $institution enrols with a single-use join token"
     "$bin" worker --state-dir "$run/$name" --join "$token" --name "$name" --threads 1 > "$run/$name.log" 2>&1 &
     pids+=($!)
+    workers+=("$name")
 done
 
 job="$("$bin" submit --json deploy/examples/quickstart-fashion.yaml | sed -n 's/.*"job" : \([0-9]*\).*/\1/p')"
 echo "[demo] submitted job $job: $(grep -c . deploy/examples/quickstart-fashion.yaml) lines of deploy/examples/quickstart-fashion.yaml"
-"$bin" watch "$job"
+# Watched in the background, so that SIGTERM stops the demo at once (bash runs a trap only
+# between commands), and so that a worker that dies is reported instead of waited for.
+"$bin" watch "$job" &
+watcher=$!
+pids+=("$watcher") # a background command ignores SIGINT: stopped with the others
+while kill -0 "$watcher" 2>/dev/null; do
+    for i in "${!workers[@]}"; do
+        if ! kill -0 "${pids[$((i + 1))]}" 2>/dev/null; then
+            kill -TERM "$watcher" 2>/dev/null || true
+            log="$run/${workers[$i]}.log"
+            tail -n 20 "$log"
+            echo "[demo] a worker stopped before the job ended (its log: $log)"
+            exit 1
+        fi
+    done
+    sleep 0.5
+done
+wait "$watcher" || { echo "[demo] job $job did not complete: see $run/coordinator.log"; exit 1; }
 "$bin" status "$job" --json > "$run/status.json"
 python3 - "$run/status.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 acc = s.get("metrics", {}).get("test_accuracy", {}).get("value")
 cks = [e["detail"].split(": ", 1)[1] for e in s["events"] if e["kind"] == "checkpoint.written"]
-print(f"[demo] job {s['job']['id']} {s['job']['state']}: test accuracy {100 * acc:.2f}% on Fashion-MNIST's 10,000 test images" if acc is not None else f"[demo] job {s['job']['state']}")
-if cks: print(f"[demo] model (safetensors, loads with Python's safetensors): {cks[-1]}")
+if acc is None or not cks:
+    print(f"[demo] job {s['job']['id']} {s['job']['state']}, but it reported no test accuracy or no model file")
+    sys.exit(1)
+print(f"[demo] job {s['job']['id']} {s['job']['state']}: test accuracy {100 * acc:.2f}% on Fashion-MNIST's 10,000 test images")
+print(f"[demo] model (safetensors, loads with Python's safetensors): {cks[-1]}")
 PY

@@ -25,7 +25,8 @@ if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then command -v sudo >/dev/null || die "not root and no sudo: install ${missing[*]}"; sudo=sudo; fi
     say "installing Debian packages: ${missing[*]}"
     $sudo apt-get update -qq || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    # Through env, so that sudo's env_reset does not drop it (a debconf question would hang unseen).
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed"
 fi
 
@@ -40,8 +41,14 @@ fi
 
 command -v swift >/dev/null || die "the Swift 6 toolchain is not on PATH (https://swift.org/install/linux/)"
 say "building the release binary (swift build -c release)"
-swift build -c release 2>&1 | grep -E 'error|warning:|Compiling|Build' | grep -v '^\[' | tail -n 3 || true
-[ -x .build/release/cohort ] || die "the release build failed; run 'swift build -c release' to see why"
+build_log="$(mktemp "${TMPDIR:-/tmp}/cohort-build.XXXXXX")"
+if ! swift build -c release > "$build_log" 2>&1; then
+    grep -E 'error' "$build_log" | head -n 20 >&2 || tail -n 30 "$build_log" >&2
+    die "the release build failed (the whole log: $build_log)"
+fi
+grep -E 'warning:|Build' "$build_log" | grep -v '^\[' | tail -n 3 || true
+rm -f "$build_log"
+[ -x .build/release/cohort ] || die "the release build made no .build/release/cohort"
 
 data_root="${COHORT_DATA_ROOT:-$HOME/.local/share/cohort/datasets}"
 if [ -x deploy/datasets/install.sh ]; then
