@@ -39,7 +39,13 @@ if ! python3 -c 'import numpy, safetensors' 2>/dev/null; then
     python3 -c 'import numpy, safetensors' || die "numpy and safetensors are still not importable after pip install"
 fi
 
-command -v swift >/dev/null || die "the Swift 6 toolchain is not on PATH (https://swift.org/install/linux/)"
+# sudo's secure_path drops a toolchain installed under /opt or /usr/share: look there too.
+if ! command -v swift >/dev/null; then
+    for dir in /opt/swift/usr/bin /usr/share/swift/usr/bin /usr/local/swift/usr/bin; do
+        [ -x "$dir/swift" ] && { PATH="$dir:$PATH"; export PATH; break; }
+    done
+fi
+command -v swift >/dev/null || die "the Swift 6 toolchain is not on PATH and not in /opt/swift (install it: https://swift.org/install/linux/)"
 say "building the release binary (swift build -c release)"
 build_log="$(mktemp "${TMPDIR:-/tmp}/cohort-build.XXXXXX")"
 if ! swift build -c release > "$build_log" 2>&1; then

@@ -38,7 +38,7 @@ def poems(path):
 
 
 def write(path, text):
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # two installs at once (demo and tests) must not share it
     with open(tmp, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
     os.replace(tmp, path)
