@@ -26,7 +26,8 @@ public enum ClientError: Error, Sendable, CustomStringConvertible {
         switch self {
         case let .unreachable(address, seconds):
             return "the coordinator at \(address) did not answer within \(String(format: "%g", seconds)) s: "
-                + "is it running, and are --coordinator (COHORT_COORDINATOR) and its public key right?"
+                + "is it running, are --coordinator (COHORT_COORDINATOR) and its public key right, "
+                + "and is this key still enrolled (a revoked key's handshake gets no answer)?"
         case let .refused(_, message): return message
         case let .rejected(message): return "the coordinator refused the request: \(message)"
         case let .badReply(message): return "unexpected reply from the coordinator: \(message)"

@@ -1,4 +1,5 @@
 import CohortCompute
+import CohortSpec
 import CohortStore
 import CohortTransport
 import CohortWire
@@ -56,8 +57,8 @@ extension CoordinatorLoop {
                 return fail(socket, identity, request, .badRequest, "requestId must be 1 to 128 characters")
             }
             // Every waiting job's spec is read on each scheduling pass: a spec is a page of YAML.
-            guard submit.spec.utf8.count <= 256 << 10 else {
-                return fail(socket, identity, request, .badRequest, "the job spec is \(submit.spec.utf8.count) bytes; at most 256 KiB")
+            guard submit.spec.utf8.count <= JobSpec.maxBytes else {
+                return fail(socket, identity, request, .badRequest, "the job spec is \(submit.spec.utf8.count) bytes; at most \(JobSpec.maxBytes / 1024) KiB")
             }
             let newJob: NewJob
             do { newJob = try settings.parseSpec(submit.spec, principal) } catch let rejected as SpecRejected {

@@ -4,6 +4,9 @@ import Foundation
 /// The job spec: one YAML file (kebab-case keys) that `cohort train` reads and, later,
 /// `cohort submit` (docs/job-spec.md lists every field, its type, default and meaning).
 public struct JobSpec: Sendable, Hashable {
+    /// The largest spec a coordinator takes (bytes of YAML).
+    public static let maxBytes = 256 << 10
+
     /// A size that may be left for the dataset to decide.
     public enum Size: Sendable, Hashable, CustomStringConvertible {
         /// From the dataset: feature width, class count or vocabulary size.

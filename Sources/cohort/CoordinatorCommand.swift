@@ -34,6 +34,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard let dataDir = dataDir ?? file.dataDir else {
             throw ValidationError("--data-dir is required (or `data-dir:` in the config file)")
         }
+        guard !dataDir.isEmpty else { throw ValidationError("--data-dir is empty: give a directory (an empty one would be /)") }
+        // As the config file requires them (docs/configuration.md).
+        let interval = heartbeatInterval ?? file.heartbeatInterval ?? 1
+        guard interval >= 0.05 && interval <= 60 else {
+            throw ValidationError("--heartbeat-interval must be from 0.05 to 60 seconds, got \(interval)")
+        }
+        let missed = missedHeartbeats ?? file.missedHeartbeats ?? 5
+        guard missed >= 1 && missed <= 10_000 else {
+            throw ValidationError("--missed-heartbeats must be from 1 to 10000, got \(missed)")
+        }
         let listenText = listen ?? file.listen ?? "0.0.0.0:7600"
         let listenAddress: CoordinatorAddress
         let advertised: CoordinatorAddress
@@ -50,8 +60,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         Allocator.avoidPerMessageMapping()
         var settings = CoordinatorSettings(
             dataDirectory: dataDir, address: advertised, plaintext: plaintext || (file.plaintext ?? false),
-            registry: Registry(heartbeatInterval: heartbeatInterval ?? file.heartbeatInterval ?? 1,
-                               missedHeartbeats: missedHeartbeats ?? file.missedHeartbeats ?? 5))
+            registry: Registry(heartbeatInterval: interval, missedHeartbeats: missed))
         settings.ipc = ipc || (file.ipc ?? false)
         settings.sharedMemory = !noSharedMemory
         settings.keepCheckpoints = keepCheckpoints ?? file.keepCheckpoints ?? 3
@@ -92,6 +101,7 @@ struct Admin: ParsableCommand {
         @Option(help: "Where to write the copy (must not exist).") var out: String
 
         func run() throws {
+            guard !dataDir.isEmpty else { throw ValidationError("--data-dir is empty: give the coordinator's data directory") }
             let path = dataDir + "/state.sqlite"
             guard FileManager.default.fileExists(atPath: path) else {
                 throw ValidationError("\(path) does not exist: is --data-dir the coordinator's data directory?")

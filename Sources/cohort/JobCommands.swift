@@ -13,9 +13,15 @@ struct Submit: ParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() throws {
+        var info = stat()
+        guard stat(file, &info) == 0 else { throw ValidationError("cannot read \(file): \(String(cString: strerror(errno)))") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw ValidationError("\(file) is not a file (a directory or a device): give the job spec's YAML file") }
+        guard Int(info.st_size) <= JobSpec.maxBytes else {
+            throw ValidationError("\(file) is \(info.st_size) bytes; a job spec is at most \(JobSpec.maxBytes / 1024) KiB")
+        }
         let text: String
         do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-            throw ValidationError("cannot read \(file): \(error.localizedDescription)")
+            throw ValidationError("cannot read \(file) as UTF-8 text")
         }
         // Checked here first, so mistakes are reported with the file's name before any network.
         do { _ = try JobSpec.parse(yaml: text, source: file) } catch let error as SpecError {
@@ -61,21 +67,27 @@ struct Status: ParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() throws {
+        if options.json && watch {
+            throw ValidationError("watching redraws a screen; with --json, poll `cohort status JOB --json` instead")
+        }
         try options.withClient { client in
             if options.json { return try options.printJSON(try client.status(job: job)) }
             guard watch else { return say(Self.render(try client.status(job: job))) }
             let interactive = isatty(1) != 0
             var lastLines = 0
-            var silent = 0
+            var silentSince: Date?
             while true {
                 let s: StatusReply
-                do { s = try client.status(job: job) } catch ClientError.unreachable where silent < 12 {
+                do { s = try client.status(job: job) } catch ClientError.unreachable where Date().timeIntervalSince(silentSince ?? Date()) < 60 {
                     // A coordinator restarting: keep watching for a minute before giving up.
-                    silent += 1
-                    if silent == 1 { FileHandle.standardError.write(Data("the coordinator does not answer; still watching\n".utf8)) }
+                    if silentSince == nil {
+                        silentSince = Date()
+                        FileHandle.standardError.write(Data("the coordinator does not answer; still watching\n".utf8))
+                    }
+                    Thread.sleep(forTimeInterval: 1)
                     continue
                 }
-                silent = 0
+                silentSince = nil
                 let text = Self.render(s, events: interactive ? 5 : 0)
                 if interactive {
                     if lastLines > 0 { FileHandle.standardOutput.write(Data("\u{1B}[\(lastLines)F\u{1B}[J".utf8)) }
@@ -196,6 +208,7 @@ struct Events: ParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() throws {
+        guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be from 1 to 10000, got \(limit)") }
         try options.withClient { client in
             let events = try client.events(job: job, after: after, limit: limit)
             if options.json { return try options.printJSON(EventsReply(events: events)) }
@@ -226,21 +239,28 @@ struct Download: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Download a job's model (its final or latest checkpoint, safetensors) in chunks.")
     @Argument(help: "The job id.") var job: Int64
-    @Option(help: "Where to write the file (written to FILE.part, then renamed over FILE); a directory gets DIR/job-JOB.safetensors.")
+    @Option(help: "Where to write the file (written to FILE.part-PID, then renamed over FILE); a directory gets DIR/job-JOB.safetensors.")
     var out: String
     @OptionGroup var options: ClientOptions
 
     func run() throws {
+        guard !self.out.isEmpty else { throw ValidationError("--out is empty: give a file or a directory") }
         var isDirectory: ObjCBool = false
         let out = FileManager.default.fileExists(atPath: self.out, isDirectory: &isDirectory) && isDirectory.boolValue
             ? (self.out as NSString).appendingPathComponent("job-\(job).safetensors") : self.out
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), isDirectory.boolValue {
             throw ValidationError("\(out) is a directory; give a file name")
         }
-        let part = out + ".part"
-        guard FileManager.default.createFile(atPath: part, contents: nil), let file = FileHandle(forWritingAtPath: part) else {
-            throw ValidationError("cannot write \(part)")
+        // Only a regular file is replaced (not a device such as /dev/null, a pipe or a socket).
+        var existing = stat()
+        if lstat(out, &existing) == 0, existing.st_mode & S_IFMT != S_IFREG {
+            throw ValidationError("\(out) exists and is not a regular file; give another name")
         }
+        // A file of our own beside it (created exclusively: nothing that was there is touched).
+        let part = out + ".part-\(getpid())"
+        let fd = open(part, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        guard fd >= 0 else { throw ValidationError("cannot create \(part): \(String(cString: strerror(errno)))") }
+        let file = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         var size = 0
         do {
             try options.withClient { client in

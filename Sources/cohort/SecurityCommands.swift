@@ -25,6 +25,7 @@ struct Enroll: ParsableCommand {
 
     /// Shared with `cohort worker --join`: returns the key file's path.
     static func enroll(token: JoinToken, stateDir: String?, key: String?, name: String?, timeout: Double) throws -> String {
+        if stateDir?.isEmpty == true || key?.isEmpty == true { throw ValidationError("--state-dir and --key must not be empty") }
         if Date().timeIntervalSince1970 >= token.expiresAt {
             throw ValidationError("this join token expired at \(Format.time(token.expiresAt)); ask your admin for a new one")
         }
@@ -68,6 +69,7 @@ extension Admin {
 
         func run() throws {
             guard let seconds = Self.seconds(ttl) else { throw ValidationError("--ttl \(ttl): expected a number with s, m, h or d, e.g. 24h") }
+            guard seconds <= 30 * 86_400 else { throw ValidationError("--ttl \(ttl) is longer than 30 days") }
             try options.withClient { client in
                 let reply = try client.call(ApiMethod.token, TokenRequest(institution: institution, role: role, ttlSeconds: seconds), as: TokenReply.self)
                 if options.json { return try options.printJSON(reply) }
@@ -77,7 +79,7 @@ extension Admin {
         }
 
         static func seconds(_ text: String) -> Double? {
-            guard let unit = text.last, let n = Double(text.dropLast()), n > 0 else { return nil }
+            guard let unit = text.last, let n = Double(text.dropLast()), n > 0, n <= 1e9 else { return nil }
             switch unit {
             case "s": return n
             case "m": return n * 60

@@ -20,7 +20,14 @@ struct Train: ParsableCommand {
         var job: JobSpec
         do { job = try JobSpec.load(path: spec) } catch let e as SpecError { throw ValidationError(e.description) }
         if let steps {
-            guard steps > 0 else { throw ValidationError("--steps must be positive, got \(steps)") }
+            // The spec's own rules for training.steps, which parsing checked for its value.
+            guard steps > 0 && steps <= 1_000_000_000 else { throw ValidationError("--steps must be from 1 to 10^9, got \(steps)") }
+            guard job.schedule.warmupSteps < steps else {
+                throw ValidationError("--steps \(steps) is not more than the spec's schedule.warmup-steps (\(job.schedule.warmupSteps))")
+            }
+            guard steps % job.training.localSteps == 0 else {
+                throw ValidationError("--steps \(steps) is not a multiple of the spec's training.local-steps (\(job.training.localSteps))")
+            }
             job.training.steps = steps
         }
         let logger = Logger(label: "cohort.train")
@@ -41,7 +48,8 @@ struct Train: ParsableCommand {
         say("training \(job.name): \(trainer.model.modelDescription.summary), \(trainer.model.parameterCount) parameters; "
               + "\(trainer.train.count) training and \(trainer.test.count) test examples of `\(job.data.dataset)`")
         let result = try trainer.run { p in
-            var line = String(format: "step %6d/%d  loss %.4f  lr %.2e  %8.0f samples/s", p.step, p.steps, p.loss, p.learningRate, p.samplesPerSecond)
+            var line = "step \(String(repeating: " ", count: max(0, 6 - "\(p.step)".count)))\(p.step)/\(p.steps)"
+                + String(format: "  loss %.4f  lr %.2e  %8.0f samples/s", p.loss, p.learningRate, p.samplesPerSecond)
             if let e = p.evaluation { line += String(format: "  test loss %.4f  accuracy %.2f%%", e.meanLoss, 100 * e.accuracy) }
             say(line)
         }

@@ -30,6 +30,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 throw ValidationError("--site-listen must be HOST:PORT (an address inside the site and a port 1–65535), got `\(siteListen)`")
             }
         }
+        guard !stateDir.isEmpty else { throw ValidationError("--state-dir is empty: give the worker's directory") }
         let keyPath = stateDir + "/key"
         if let join {
             let token: JoinToken

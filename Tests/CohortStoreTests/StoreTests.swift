@@ -125,6 +125,20 @@ struct StoreTests {
         #expect(again.jobId == id)
     }
 
+    /// Revoking the last admin would lock everyone out for good: refused, until another admin exists.
+    @Test func theLastAdminCannotBeRevoked() throws {
+        let store = try freshStore()
+        try store.addPrincipal(name: "root", institution: "hub", role: .admin, publicKey: "k1", actor: "setup")
+        try store.addPrincipal(name: "bob", institution: "pku", role: .researcher, publicKey: "k2", actor: "setup")
+        #expect(throws: StoreError.self) { try store.revoke("root", actor: "root") }
+        #expect(try store.principal(named: "root")?.revokedAt == nil)
+        try store.revoke("bob", actor: "root")
+        try store.addPrincipal(name: "second", institution: "hub", role: .admin, publicKey: "k3", actor: "setup")
+        try store.revoke("root", actor: "second")
+        #expect(try store.principal(named: "root")?.revokedAt != nil)
+        #expect(throws: StoreError.self) { try store.revoke("second", actor: "second") }
+    }
+
     @Test func theEventLogIsAppendOnly() throws {
         let store = try freshStore()
         try store.recordEvent(actor: "admin", kind: "test")

@@ -25,6 +25,33 @@ struct CLITests {
         #expect(!result.stderr.contains("Fatal error"))
     }
 
+    /// Arguments that used to crash a daemon, write into /, replace a device, or fail late with
+    /// a misleading message: each refused up front (exit 64) with what was wrong.
+    @Test func argumentsThatWouldDoHarmAreRefusedUpFront() async throws {
+        let dir = try TestSupport.temporaryDirectory("cli-refusals").path
+        let spec = dir + "/big.yaml"
+        try Data(repeating: UInt8(ascii: "#"), count: 300 << 10).write(to: URL(fileURLWithPath: spec))
+        let cases: [([String], String)] = [
+            (["coordinator", "--data-dir", ""], "--data-dir is empty"),
+            (["coordinator", "--data-dir", dir + "/c", "--heartbeat-interval", "1e300"], "--heartbeat-interval must be from 0.05 to 60 seconds"),
+            (["coordinator", "--data-dir", dir + "/c", "--missed-heartbeats", "0"], "--missed-heartbeats must be from 1 to 10000"),
+            (["worker", "--state-dir", "", "--coordinator", "127.0.0.1:1"], "--state-dir is empty"),
+            (["download", "1", "--out", ""], "--out is empty"),
+            (["download", "1", "--out", "/dev/null"], "/dev/null exists and is not a regular file"),
+            (["submit", dir], "is not a file"),
+            (["submit", spec], "a job spec is at most 256 KiB"),
+            (["status", "1", "--watch", "--json"], "with --json, poll `cohort status JOB --json` instead"),
+            (["events", "--limit", "0"], "--limit must be from 1 to 10000"),
+            (["train", "deploy/examples/quickstart-fashion.yaml", "--steps", "50"], "is not more than the spec's schedule.warmup-steps (100)"),
+        ]
+        for (arguments, message) in cases {
+            let result = try await runProcess(try cohortBinary(), arguments)
+            #expect(result.status == 64, "\(arguments): exit \(result.status), \(result.stderr)")
+            #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
+        }
+        #expect(FileManager.default.fileExists(atPath: "/dev/null") && !FileManager.default.fileExists(atPath: dir + "/c/state.sqlite"))
+    }
+
     @Test func keygenWritesAPrivateSecretAndRefusesToOverwriteIt() async throws {
         let dir = try TestSupport.temporaryDirectory("keygen")
         let path = dir.appendingPathComponent("me.key").path

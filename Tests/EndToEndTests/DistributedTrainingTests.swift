@@ -68,9 +68,12 @@ struct DistributedTrainingTests {
         let model = try Safetensors.read(from: URL(fileURLWithPath: out))
         #expect(model.tensors.first { $0.name == "layers.0.weight" }?.shape == [256, 64])
         #expect(model.metadata["job"] == "\(id)")
-        // Downloaded again over the first: the file is replaced whole. Into a directory: the
-        // file goes inside it, and nothing already there is touched.
+        // Downloaded again over the first: the file is replaced whole, and a file named like a
+        // partial download is someone else's (left alone). Into a directory: the file goes
+        // inside it, and nothing already there is touched.
+        try Data("mine".utf8).write(to: URL(fileURLWithPath: out + ".part"))
         #expect(try await c.cli(["download", "\(id)", "--out", out]).status == 0)
+        #expect(try String(contentsOfFile: out + ".part", encoding: .utf8) == "mine")
         #expect(try Safetensors.read(from: URL(fileURLWithPath: out)).metadata["job"] == "\(id)")
         let folder = c.dataDir + "/models"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
