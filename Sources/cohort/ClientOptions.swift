@@ -51,7 +51,7 @@ struct ClientOptions: ParsableArguments {
         if let pinned = Pinned.load(for: keyPath), let k = try? CurveKey(z85: pinned.publicKey) { return k }
         let sibling = URL(fileURLWithPath: keyPath).deletingLastPathComponent().appendingPathComponent("coordinator.key.pub").path
         if let k = try? CurveKeyPair.loadPublicKey(from: sibling) { return k }
-        throw ValidationError("the coordinator's public key is unknown: enrol with `cohort enroll --join TOKEN`, or pass --server-key (Z85 text or the coordinator's DATA_DIR/coordinator.key.pub)")
+        throw CommandFailure("the coordinator's public key is unknown: enrol with `cohort enroll --join TOKEN`, or pass --server-key (Z85 text or the coordinator's DATA_DIR/coordinator.key.pub)")
     }
 
     func makeClient() throws -> Client {
@@ -60,7 +60,7 @@ struct ClientOptions: ParsableArguments {
             credentials = .plaintext
         } else {
             guard FileManager.default.fileExists(atPath: keyPath) else {
-                throw ValidationError("no key at \(keyPath): enrol one with `cohort enroll --join TOKEN --key \(keyPath)` (or, on the coordinator's host, pass --key DATA_DIR/admin.key)")
+                throw CommandFailure("no key at \(keyPath): enrol one with `cohort enroll --join TOKEN --key \(keyPath)` (or, on the coordinator's host, pass --key DATA_DIR/admin.key)")
             }
             credentials = .curve(keys: try CurveKeyPair.load(from: keyPath), serverKey: try serverPublicKey())
         }
@@ -105,4 +105,12 @@ struct Pinned {
     func save(for keyPath: String) throws {
         try "address: \(address)\npublic-key: \(publicKey)\n".write(toFile: Self.path(for: keyPath), atomically: true, encoding: .utf8)
     }
+}
+
+/// A command that could not do its work for a reason other than how it was called (no key
+/// file yet, an expired token, a file that cannot be written): printed as `Error: …` and exit
+/// 1, without the usage text that `ValidationError` (exit 64, a wrong argument) adds.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -259,7 +259,7 @@ struct Download: ParsableCommand {
         // A file of our own beside it (created exclusively: nothing that was there is touched).
         let part = out + ".part-\(getpid())"
         let fd = open(part, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-        guard fd >= 0 else { throw ValidationError("cannot create \(part): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw CommandFailure("cannot create \(part): \(String(cString: strerror(errno)))") }
         let file = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         var size = 0
         do {
@@ -269,7 +269,7 @@ struct Download: ParsableCommand {
             try file.synchronize()
             try file.close()
             // rename(2) replaces a file at `out` atomically: readers see the old model or the new one.
-            guard rename(part, out) == 0 else { throw ValidationError("cannot rename \(part) to \(out): \(String(cString: strerror(errno)))") }
+            guard rename(part, out) == 0 else { throw CommandFailure("cannot rename \(part) to \(out): \(String(cString: strerror(errno)))") }
             let parent = open((out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent, O_RDONLY)
             if parent >= 0 {
                 fsync(parent)

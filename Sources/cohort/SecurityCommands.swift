@@ -27,7 +27,7 @@ struct Enroll: ParsableCommand {
     static func enroll(token: JoinToken, stateDir: String?, key: String?, name: String?, timeout: Double) throws -> String {
         if stateDir?.isEmpty == true || key?.isEmpty == true { throw ValidationError("--state-dir and --key must not be empty") }
         if Date().timeIntervalSince1970 >= token.expiresAt {
-            throw ValidationError("this join token expired at \(Format.time(token.expiresAt)); ask your admin for a new one")
+            throw CommandFailure("this join token expired at \(Format.time(token.expiresAt)); ask your admin for a new one")
         }
         let path = stateDir.map { $0 + "/key" } ?? key ?? ProcessInfo.processInfo.environment["COHORT_KEY"]
             ?? (NSHomeDirectory() + "/.config/cohort/key")

@@ -50,6 +50,10 @@ struct CLITests {
             #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
         }
         #expect(FileManager.default.fileExists(atPath: "/dev/null") && !FileManager.default.fileExists(atPath: dir + "/c/state.sqlite"))
+        // Not an argument problem but a missing key: exit 1, the reason, and no usage text.
+        let noKey = try await runProcess(try cohortBinary(), ["jobs", "--key", dir + "/none.key"])
+        #expect(noKey.status == 1, "exit \(noKey.status): \(noKey.stderr)")
+        #expect(noKey.stderr.contains("no key at \(dir)/none.key") && !noKey.stderr.contains("Usage:"), "\(noKey.stderr)")
     }
 
     @Test func keygenWritesAPrivateSecretAndRefusesToOverwriteIt() async throws {
