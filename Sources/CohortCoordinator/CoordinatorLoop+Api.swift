@@ -159,8 +159,10 @@ extension CoordinatorLoop {
             let query = try body(EventsRequest.self)
             if let job = query.job { guard try ownJob(job) else { return } }
             // Without a job, a researcher sees their own events, filtered before the limit.
+            // Without `after`, the newest events (a look at the log); with it, the next page.
             let events = try store.events(job: query.job, actor: caller.role == .researcher && query.job == nil ? principal : nil,
-                                          afterId: query.after ?? 0, limit: min(max(query.limit ?? 1000, 1), 10_000))
+                                          afterId: query.after ?? 0, limit: min(max(query.limit ?? 1000, 1), 10_000),
+                                          newest: query.after == nil)
             reply(socket, identity, request, EventsReply(events: events.map(EventView.init)))
         case ApiMethod.enroll:
             let enroll = try body(EnrollRequest.self)

@@ -93,15 +93,19 @@ extension Store {
     /// Events, oldest first; of one job when `job` is given; only those after `afterId`.
     /// Events after `afterId`, oldest first, at most `limit` (of one job, of one actor, when given:
     /// filtered before the limit).
-    public func events(job: Job.ID? = nil, actor: String? = nil, afterId: Int64 = 0, limit: Int = 1000) throws(StoreError) -> [Event] {
+    /// Events after `afterId`, oldest first, at most `limit`: the first `limit` of them, or with
+    /// `newest` the last `limit` (still oldest first), which is what a look at the log wants.
+    public func events(job: Job.ID? = nil, actor: String? = nil, afterId: Int64 = 0, limit: Int = 1000,
+                       newest: Bool = false) throws(StoreError) -> [Event] {
         try read { db in
             var sql = "SELECT * FROM events WHERE id > ?"
             var args: [any DatabaseValueConvertible] = [afterId]
             if let job { sql += " AND job_id = ?"; args.append(job) }
             if let actor { sql += " AND actor = ?"; args.append(actor) }
-            sql += " ORDER BY id LIMIT ?"
+            sql += newest ? " ORDER BY id DESC LIMIT ?" : " ORDER BY id LIMIT ?"
             args.append(limit)
-            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.event(from:))
+            let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.event(from:))
+            return newest ? rows.reversed() : rows
         }
     }
 }

@@ -139,6 +139,16 @@ struct StoreTests {
         #expect(throws: StoreError.self) { try store.revoke("second", actor: "second") }
     }
 
+    /// A look at the log wants its newest events; paging with an id goes on from there.
+    @Test func eventsAreTheNewestOrTheNextPage() throws {
+        let store = try freshStore()
+        for i in 0..<5 { try store.recordEvent(actor: "admin", kind: "test", detail: "\(i)") }
+        let all = try store.events().filter { $0.kind == "test" }
+        #expect(all.map(\.detail) == ["0", "1", "2", "3", "4"])
+        #expect(try store.events(limit: 2, newest: true).map(\.detail) == ["3", "4"])
+        #expect(try store.events(afterId: all[1].id, limit: 2).map(\.detail) == ["2", "3"])
+    }
+
     @Test func theEventLogIsAppendOnly() throws {
         let store = try freshStore()
         try store.recordEvent(actor: "admin", kind: "test")
