@@ -55,6 +55,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
+        // Held for the process's life (see DirectoryLock).
+        let lock = try DirectoryLock(directory: dataDir, name: "coordinator.lock", holder: "coordinator")
+        defer { withExtendedLifetime(lock) {} }
         var logger = Logger(label: "cohort.coordinator")
         logger.logLevel = .info
         Allocator.avoidPerMessageMapping()

@@ -31,6 +31,9 @@ struct WorkerCommand: AsyncParsableCommand {
             }
         }
         guard !stateDir.isEmpty else { throw ValidationError("--state-dir is empty: give the worker's directory") }
+        // One worker per state directory (one key), held for the process's life (DirectoryLock).
+        let lock = try DirectoryLock(directory: stateDir, name: "worker.lock", holder: "worker")
+        defer { withExtendedLifetime(lock) {} }
         let keyPath = stateDir + "/key"
         if let join {
             let token: JoinToken

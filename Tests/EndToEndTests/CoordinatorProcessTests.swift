@@ -155,6 +155,20 @@ struct CoordinatorProcessTests {
     /// While a client submits in a loop, the coordinator is killed with SIGKILL at random moments
     /// and restarted, 30 times. Every acknowledged submit must exist exactly once afterwards,
     /// with its event, and the database must pass `PRAGMA integrity_check`.
+    /// A second coordinator on the same data directory is refused before it touches anything:
+    /// it used to remove the first one's ipc socket before failing to bind.
+    @Test func aSecondCoordinatorOnTheSameDataDirectoryIsRefused() async throws {
+        let c = try CoordinatorProcess(ipc: true)
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        #expect(FileManager.default.fileExists(atPath: c.dataDir + "/ipc/data"))
+        let second = try await runProcess(try cohortBinary(), ["coordinator", "--data-dir", c.dataDir, "--listen", "127.0.0.1:\(freePortTriple())", "--ipc"],
+                                          environment: [:], timeout: 30)
+        #expect(second.status == 1, "\(second.stderr)")
+        #expect(second.stderr.contains("another coordinator (pid \(c.daemon?.process.processIdentifier ?? 0)) is using \(c.dataDir)"), "\(second.stderr)")
+        #expect(FileManager.default.fileExists(atPath: c.dataDir + "/ipc/data"), "the first one's ipc socket is still there")
+        #expect(try await c.cli(["jobs"]).status == 0)
+    }
+
     @Test(.tags(.slow)) func killedThirtyTimesMidSubmitNothingAcknowledgedIsLostOrDoubled() async throws {
         let c = try CoordinatorProcess()
         let acknowledged = try await onDedicatedThread { () -> [String: Int64] in
