@@ -85,6 +85,9 @@ public struct CurveKeyPair: Sendable, Hashable {
         guard stat(path, &st) == 0 else {
             throw .keyFile(path: path, reason: "cannot be read (\(String(cString: strerror(errno)))); create one with `cohort keygen --out \(path)`")
         }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw .keyFile(path: path, reason: "is not a file (a directory?); give the key file's path")
+        }
         guard st.st_mode & 0o077 == 0 else {
             throw .keyFile(path: path, reason: "is readable by other users (mode \(String(st.st_mode & 0o777, radix: 8))); run `chmod 600 \(path)`")
         }

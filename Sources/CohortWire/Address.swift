@@ -82,7 +82,9 @@ public struct Endpoints: Sendable, Hashable, Codable {
 public struct AddressError: Error, Sendable, Hashable, CustomStringConvertible {
     public var text: String
     public var reason: String
-    public var description: String { "coordinator address `\(text)` \(reason)" }
+    /// What `text` was given as: a coordinator address, or a join token.
+    public var subject: String = "coordinator address"
+    public var description: String { "\(subject) `\(text)` \(reason)" }
 }
 
 extension String {

@@ -48,12 +48,12 @@ public struct JoinToken: Sendable, Hashable, Codable {
     public init(text: String) throws(AddressError) {
         let trimmed = String(text.filter { !$0.isWhitespace })
         guard trimmed.hasPrefix(Self.prefix) else {
-            throw AddressError(text: String(trimmed.prefix(20)), reason: "is not a Cohort join token (they start with \(Self.prefix))")
+            throw AddressError(text: String(trimmed.prefix(20)), reason: "is not a Cohort join token (they start with \(Self.prefix))", subject: "--join")
         }
         var b64 = String(trimmed.dropFirst(Self.prefix.count).map { c -> Character in c == "-" ? "+" : c == "_" ? "/" : c })
         while b64.count % 4 != 0 { b64 += "=" }
         guard let data = Data(base64Encoded: b64), let token = try? JSONDecoder().decode(JoinToken.self, from: data) else {
-            throw AddressError(text: String(trimmed.prefix(20)) + "…", reason: "is a damaged join token (was it cut short when copied?)")
+            throw AddressError(text: String(trimmed.prefix(20)) + "…", reason: "is a damaged join token (was it cut short when copied?)", subject: "--join")
         }
         self = token
     }

@@ -42,6 +42,7 @@ struct CLITests {
             (["submit", spec], "a job spec is at most 256 KiB"),
             (["status", "1", "--watch", "--json"], "with --json, poll `cohort status JOB --json` instead"),
             (["events", "--limit", "0"], "--limit must be from 1 to 10000"),
+            (["enroll", "--join", "garbage"], "--join `garbage` is not a Cohort join token"),
             (["train", "deploy/examples/quickstart-fashion.yaml", "--steps", "50"], "is not more than the spec's schedule.warmup-steps (100)"),
         ]
         for (arguments, message) in cases {
@@ -54,6 +55,8 @@ struct CLITests {
         let noKey = try await runProcess(try cohortBinary(), ["jobs", "--key", dir + "/none.key"])
         #expect(noKey.status == 1, "exit \(noKey.status): \(noKey.stderr)")
         #expect(noKey.stderr.contains("no key at \(dir)/none.key") && !noKey.stderr.contains("Usage:"), "\(noKey.stderr)")
+        let keyIsADirectory = try await runProcess(try cohortBinary(), ["jobs", "--key", dir])
+        #expect(keyIsADirectory.status == 1 && keyIsADirectory.stderr.contains("is not a file (a directory?)"), "\(keyIsADirectory.stderr)")
     }
 
     @Test func keygenWritesAPrivateSecretAndRefusesToOverwriteIt() async throws {
