@@ -32,7 +32,7 @@ export COHORT_KEY="$run/coordinator/admin.key" COHORT_COORDINATOR="127.0.0.1:$po
 ready=no
 for _ in $(seq 1 100); do
     [ -f "$COHORT_KEY" ] && "$bin" jobs --timeout 1 >/dev/null 2>&1 && { ready=yes; break; }
-    kill -0 "${pids[0]}" 2>/dev/null || { cat "$run/coordinator.log"; echo "[demo] the coordinator did not start (are ports $port-$((port + 2)) free? set COHORT_DEMO_PORT)"; exit 1; }
+    kill -0 "${pids[0]}" 2>/dev/null || { cat "$run/coordinator.log"; echo "[demo] the coordinator did not start: its log is above (ports $port-$((port + 2)) in use? set COHORT_DEMO_PORT)"; exit 1; }
     sleep 0.2
 done
 if [ "$ready" != yes ]; then

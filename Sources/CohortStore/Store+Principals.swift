@@ -107,11 +107,12 @@ extension Store {
             }
             if let at: Double = row["revoked_at"] { throw StoreError.conflict("\(name) was already revoked at \(Self.stamp(at))") }
             // Revoking the last admin would leave nobody able to enrol anyone or revoke anything,
-            // for good (a restarted coordinator does not make a new admin while one is on record).
+            // for good (a restarted coordinator does not make a new admin while one is on record,
+            // and join tokens cannot make admins).
             let role: String = row["role"]
             if role == Principal.Role.admin.rawValue,
                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM principals WHERE role = 'admin' AND revoked_at IS NULL AND name != ?", arguments: [name]) == 0 {
-                throw StoreError.conflict("\(name) is the last admin: enrol another admin first (cohort admin token --role admin), then revoke this one")
+                throw StoreError.conflict("\(name) is the consortium's only admin (join tokens cannot make admins); revoked, it would leave nobody able to enrol or revoke anyone")
             }
             try db.execute(sql: "UPDATE principals SET revoked_at = ? WHERE name = ?", arguments: [now.timeIntervalSince1970, name])
             try Self.appendEvent(db, at: now, actor: actor, kind: "principal.revoked", detail: name)

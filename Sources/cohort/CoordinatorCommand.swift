@@ -56,7 +56,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError(error.description)
         }
         // Held for the process's life (see DirectoryLock).
-        let lock = try DirectoryLock(directory: dataDir, name: "coordinator.lock", holder: "coordinator")
+        try createDirectory(dataDir, what: "data directory")
+        let lock = try DirectoryLock(directory: dataDir, name: "coordinator", holder: "coordinator")
         defer { withExtendedLifetime(lock) {} }
         var logger = Logger(label: "cohort.coordinator")
         logger.logLevel = .info

@@ -15,14 +15,15 @@ struct Submit: ParsableCommand {
     func run() throws {
         var info = stat()
         guard stat(file, &info) == 0 else { throw ValidationError("cannot read \(file): \(String(cString: strerror(errno)))") }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw ValidationError("\(file) is not a file (a directory or a device): give the job spec's YAML file") }
-        guard Int(info.st_size) <= JobSpec.maxBytes else {
-            throw ValidationError("\(file) is \(info.st_size) bytes; a job spec is at most \(JobSpec.maxBytes / 1024) KiB")
+        guard info.st_mode & S_IFMT != S_IFDIR else { throw ValidationError("\(file) is a directory: give the job spec's YAML file") }
+        // Read up to one byte past the limit (a pipe has no size to check first).
+        guard let handle = FileHandle(forReadingAtPath: file) else { throw ValidationError("cannot read \(file)") }
+        let data = (try? handle.read(upToCount: JobSpec.maxBytes + 1)) ?? Data()
+        try? handle.close()
+        guard data.count <= JobSpec.maxBytes else {
+            throw ValidationError("\(file) is more than \(JobSpec.maxBytes / 1024) KiB; a job spec is at most \(JobSpec.maxBytes / 1024) KiB")
         }
-        let text: String
-        do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-            throw ValidationError("cannot read \(file) as UTF-8 text")
-        }
+        guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("cannot read \(file) as UTF-8 text") }
         // Checked here first, so mistakes are reported with the file's name before any network.
         do { _ = try JobSpec.parse(yaml: text, source: file) } catch let error as SpecError {
             FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
@@ -239,7 +240,7 @@ struct Download: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Download a job's model (its final or latest checkpoint, safetensors) in chunks.")
     @Argument(help: "The job id.") var job: Int64
-    @Option(help: "Where to write the file (written to FILE.part-PID, then renamed over FILE); a directory gets DIR/job-JOB.safetensors.")
+    @Option(help: "Where to write the file (written to FILE.cohort-download, then renamed over FILE); a directory gets DIR/job-JOB.safetensors.")
     var out: String
     @OptionGroup var options: ClientOptions
 
@@ -253,12 +254,13 @@ struct Download: ParsableCommand {
         }
         // Only a regular file is replaced (not a device such as /dev/null, a pipe or a socket).
         var existing = stat()
-        if lstat(out, &existing) == 0, existing.st_mode & S_IFMT != S_IFREG {
+        if stat(out, &existing) == 0, existing.st_mode & S_IFMT != S_IFREG {
             throw ValidationError("\(out) exists and is not a regular file; give another name")
         }
-        // A file of our own beside it (created exclusively: nothing that was there is touched).
-        let part = out + ".part-\(getpid())"
-        let fd = open(part, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        // A file of ours beside it, named so that no one else's is taken for it (a plain
+        // FILE.part may be a user's); an interrupted download's is reused.
+        let part = out + ".cohort-download"
+        let fd = open(part, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw CommandFailure("cannot create \(part): \(String(cString: strerror(errno)))") }
         let file = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         var size = 0

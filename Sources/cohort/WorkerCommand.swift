@@ -32,7 +32,13 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         guard !stateDir.isEmpty else { throw ValidationError("--state-dir is empty: give the worker's directory") }
         // One worker per state directory (one key), held for the process's life (DirectoryLock).
-        let lock = try DirectoryLock(directory: stateDir, name: "worker.lock", holder: "worker")
+        // A directory that is not there yet is made by enrolment (with --join), or is a mistake
+        // the checks below report.
+        if join != nil {
+            try createDirectory(stateDir, what: "state directory", mode: 0o700)
+        }
+        let lock = FileManager.default.fileExists(atPath: stateDir)
+            ? try DirectoryLock(directory: stateDir, name: "worker", holder: "worker") : nil
         defer { withExtendedLifetime(lock) {} }
         let keyPath = stateDir + "/key"
         if let join {

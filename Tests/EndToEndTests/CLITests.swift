@@ -38,7 +38,7 @@ struct CLITests {
             (["worker", "--state-dir", "", "--coordinator", "127.0.0.1:1"], "--state-dir is empty"),
             (["download", "1", "--out", ""], "--out is empty"),
             (["download", "1", "--out", "/dev/null"], "/dev/null exists and is not a regular file"),
-            (["submit", dir], "is not a file"),
+            (["submit", dir], "is a directory"),
             (["submit", spec], "a job spec is at most 256 KiB"),
             (["status", "1", "--watch", "--json"], "with --json, poll `cohort status JOB --json` instead"),
             (["events", "--limit", "0"], "--limit must be from 1 to 10000"),
