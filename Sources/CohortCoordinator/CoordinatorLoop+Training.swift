@@ -477,13 +477,7 @@ extension CoordinatorLoop {
         let dir = URL(fileURLWithPath: settings.dataDirectory).appendingPathComponent("checkpoints/job-\(job)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let url = dir.appendingPathComponent("step-\(state.step).safetensors")
-        var extra = ["job": "\(job)", "dataset": dataset]
-        if !state.appliedThisStep.isEmpty { extra[Self.appliedShardsKey] = state.appliedThisStep.sorted().map(String.init).joined(separator: ",") }
-        // The job's running totals, so that a restarted coordinator's status and metrics go on
-        // from them instead of from 0.
-        extra[Self.trainSecondsKey] = "\(state.trainSeconds)"
-        extra[Self.bytesInKey] = "\(state.bytesIn)"
-        extra[Self.bytesOutKey] = "\(state.bytesOut)"
+        let extra = state.checkpointMetadata.merging(["job": "\(job)", "dataset": dataset]) { own, _ in own }
         try ModelCheckpoint.write(to: url, model: state.model, optimizer: state.optimizer, state: state.optimizerState,
                                   step: state.step, extra: extra)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
@@ -522,13 +516,7 @@ extension CoordinatorLoop {
                 try ModelCheckpoint.read(from: url, into: model, optimizer: optimizer, state: state)
                 logger.notice("resuming from checkpoint", metadata: ["job.id": "\(job)", "step": "\(step)", "path": "\(path)"])
                 let training = JobRun.TrainingState(model: model, optimizer: optimizer, optimizerState: state, step: step)
-                // Shards already updated in the step in progress when a graceful stop wrote it.
-                training.appliedThisStep = Set(file.metadata[Self.appliedShardsKey]?.split(separator: ",").compactMap { Int($0) } ?? [])
-                // Totals (absent from checkpoints written before they were kept: 0).
-                training.trainSeconds = file.metadata[Self.trainSecondsKey].flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil } ?? 0
-                // Within [0, 2^56]: a total near Int.max would trap at the next addition.
-                training.bytesIn = file.metadata[Self.bytesInKey].flatMap { Int($0) }.map { min(max(0, $0), 1 << 56) } ?? 0
-                training.bytesOut = file.metadata[Self.bytesOutKey].flatMap { Int($0) }.map { min(max(0, $0), 1 << 56) } ?? 0
+                training.restore(from: file.metadata)
                 return training
             } catch {
                 logger.warning("a checkpoint cannot be read; trying the one before", metadata: ["job.id": "\(job)", "path": "\(path)", "error": "\(error)"])
@@ -577,13 +565,4 @@ extension CoordinatorLoop {
         let path = try writeCheckpoint(job: id, dataset: dataset, state: state)
         logger.notice("checkpoint \(why)", metadata: ["job.id": "\(id)", "step": "\(state.step)", "path": "\(path)"])
     }
-
-    /// Checkpoint metadata: the parameter shards the step in progress had updated (a checkpoint
-    /// written mid-step, when the coordinator stops).
-    static let appliedShardsKey = "cohort.applied-shards"
-    /// Checkpoint metadata: the job's training time (evaluations left out) and shard bytes each
-    /// way, up to the checkpoint.
-    static let trainSecondsKey = "cohort.train-seconds"
-    static let bytesInKey = "cohort.bytes-in"
-    static let bytesOutKey = "cohort.bytes-out"
 }

@@ -480,7 +480,7 @@ public final class WorkerAgent {
     private func shardLanded(_ job: ActiveJob, step: Int, shard: UInt32, shardCount: Int) {
         if step != job.receivedStep {
             job.receivedStep = step
-            job.received = []
+            job.received.removeAll(keepingCapacity: true)
             // Site rounds two rounds behind can no longer complete (a member missed them).
             job.reducer?.drop(before: step - 2 * job.spec.stepsPerRound)
         }

@@ -166,6 +166,20 @@ struct StallingWorkerTests {
         withExtendedLifetime(liar) {}
     }
 
+    /// Two real workers and one fake on digits: a small MLP, `steps` steps, all three needed.
+    static func threeMemberSpec(_ name: String, steps: Int) -> String {
+        """
+        name: \(name)
+        model: {kind: mlp, hidden: [32]}
+        data: {dataset: digits}
+        optimizer: {kind: sgd, lr: 0.1, momentum: 0.9}
+        training: {steps: \(steps), global-batch-size: 48}
+        eval-every: 0
+        seed: 5
+        cluster: {min-workers: 3}
+        """
+    }
+
     /// A member that trains but never reports the final evaluation (its evaluation failed, or it
     /// is hostile) does not keep the job open: after the grace, the job completes with the
     /// reports that arrived and an event names the silent member.
@@ -175,16 +189,7 @@ struct StallingWorkerTests {
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
         let mute = try await fake(c, "mute", "mit", hidden: 32, partial: .init(now: 0, later: 0, fromStep: .max, lastStep: .max))
         try await Task.sleep(for: .seconds(1))
-        let (id, events) = try await complete(c, """
-            name: with-a-mute-member
-            model: {kind: mlp, hidden: [32]}
-            data: {dataset: digits}
-            optimizer: {kind: sgd, lr: 0.1, momentum: 0.9}
-            training: {steps: 20, global-batch-size: 48}
-            eval-every: 0
-            seed: 5
-            cluster: {min-workers: 3}
-            """, timeout: 90)
+        let (id, events) = try await complete(c, Self.threeMemberSpec("with-a-mute-member", steps: 20), timeout: 90)
         #expect(events.contains { $0.kind == "evaluation.incomplete" && $0.detail.contains("mute") }, "\(events.map(\.kind))")
         let accuracy = try CohortStoreReader(c.dataDir).metric(job: id, "test_accuracy")
         #expect(accuracy != nil, "the two members' reports were recorded")
@@ -197,16 +202,7 @@ struct StallingWorkerTests {
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
         let stuck = try await fake(c, "stuck", "mit", hidden: 32)
         try await Task.sleep(for: .seconds(1))
-        let (id, events) = try await complete(c, """
-            name: with-a-straggler
-            model: {kind: mlp, hidden: [32]}
-            data: {dataset: digits}
-            optimizer: {kind: sgd, lr: 0.1, momentum: 0.9}
-            training: {steps: 30, global-batch-size: 48}
-            eval-every: 0
-            seed: 5
-            cluster: {min-workers: 3}
-            """, timeout: 90)
+        let (id, events) = try await complete(c, Self.threeMemberSpec("with-a-straggler", steps: 30), timeout: 90)
         #expect(events.contains { $0.kind == "step.dropped" && $0.detail.contains("stuck") })
         // The straggler gets copies of at most 4 parameter sets while it sends nothing: about
         // 2 × 30 sets for the others and 5 for it, where unbounded it would be 3 × 30.

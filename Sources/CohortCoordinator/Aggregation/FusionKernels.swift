@@ -56,11 +56,9 @@ enum Fusion {
     /// accumulator is then memory the CPU has just written, not a line it must first fetch).
     /// Checked a block at a time before the block is overwritten: the index of b's first value
     /// outside ±`limit` (that value still in place), or nil when all of b was fused.
-    static func firstTwoInPlace(_ b: UnsafeMutablePointer<Float>, _ wb: Float, _ a: Payload, _ wa: Float, count: Int) -> Int? {
-        switch a.encoding {
-        case .fp32: return inPlace(b, count) { i in a.fp32(i) * wa + b[i] * wb }
-        case .bf16: return inPlace(b, count) { i in BF16(a.base)[i] * wa + b[i] * wb }
-        }
+    static func firstTwoInPlace(_ b: UnsafeMutablePointer<Float>, _ wb: Float, fp32 a: UnsafeRawPointer, _ wa: Float, count: Int) -> Int? {
+        let a = FP32(a)
+        return inPlace(b, count) { i in a[i] * wa + b[i] * wb }
     }
 
     /// b = w·b in b's own memory (see `firstTwoInPlace`).
@@ -169,8 +167,6 @@ struct Payload {
     let base: UnsafeRawPointer
     let encoding: Encoding
     enum Encoding { case fp32, bf16 }
-
-    @inline(__always) func fp32(_ i: Int) -> Float { FP32(base)[i] }
 }
 
 /// Reads element i of a payload as fp32.

@@ -176,7 +176,8 @@ public final class StepAggregator {
             }
         } else if let parked = shards[k].parked {
             if let own {
-                if let bad = Fusion.firstTwoInPlace(own, w * scale, parked.payload, parked.weight * scale, count: range.count) {
+                // (fp32 like every contribution of this job: `own` is only for fp32 jobs.)
+                if let bad = Fusion.firstTwoInPlace(own, w * scale, fp32: parked.payload.base, parked.weight * scale, count: range.count) {
                     return .failure(rejection(x, shard: k, index: bad))
                 }
                 shards[k].inPlace = (own, owner)

@@ -134,6 +134,31 @@ final class JobRun {
         /// that would apply the step twice to them, and count it twice in the optimizer's moments.
         var appliedThisStep: Set<Int> = []
 
+        /// What a checkpoint records beside the tensors: the shards the step in progress had
+        /// updated (one written mid-step, when the coordinator stops), and the job's totals, so
+        /// that a restarted coordinator's status and metrics go on from them instead of from 0.
+        var checkpointMetadata: [String: String] {
+            var m = [Self.trainSecondsKey: "\(trainSeconds)", Self.bytesInKey: "\(bytesIn)", Self.bytesOutKey: "\(bytesOut)"]
+            if !appliedThisStep.isEmpty { m[Self.appliedShardsKey] = appliedThisStep.sorted().map(String.init).joined(separator: ",") }
+            return m
+        }
+
+        /// Takes back what `checkpointMetadata` recorded; a key that is absent (a checkpoint
+        /// from before it was kept) or implausible leaves its default.
+        func restore(from metadata: [String: String]) {
+            appliedThisStep = Set(metadata[Self.appliedShardsKey]?.split(separator: ",").compactMap { Int($0) } ?? [])
+            trainSeconds = metadata[Self.trainSecondsKey].flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil } ?? 0
+            // Within [0, 2^56]: a total near Int.max would trap at the next addition.
+            func total(_ key: String) -> Int { metadata[key].flatMap { Int($0) }.map { min(max(0, $0), 1 << 56) } ?? 0 }
+            bytesIn = total(Self.bytesInKey)
+            bytesOut = total(Self.bytesOutKey)
+        }
+
+        static let appliedShardsKey = "cohort.applied-shards"
+        static let trainSecondsKey = "cohort.train-seconds"
+        static let bytesInKey = "cohort.bytes-in"
+        static let bytesOutKey = "cohort.bytes-out"
+
         init(model: Model, optimizer: Optimizer, optimizerState: FlatBuffer, step: Int) {
             self.model = model
             self.optimizer = optimizer
