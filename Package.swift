@@ -42,7 +42,7 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
         .target(name: "CohortCoordinator", dependencies: [
-            "CohortWire", "CohortTransport", "CohortStore", "CohortCompute", "CohortSpec",
+            "CKernels", "CohortWire", "CohortTransport", "CohortStore", "CohortCompute", "CohortSpec",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),

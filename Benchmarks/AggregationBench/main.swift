@@ -133,6 +133,8 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                             ? downbox.encode(shard: k, elements: aggregator.gradient(shard: k).baseAddress!)
                             : downbox.encodeDifference(shard: k, target: params.baseAddress, replica: replica.baseAddress,
                                                        scratch: difference.baseAddress)
+                        // The mean is in the payload now: its buffer goes back to the aggregator's pool.
+                        if meanOnly { aggregator.release(shard: k) }
                         for id in identities.values { try hub.send([.bytes(id), .bytes(envelope), .zeroCopy(payload, owner: downbox)]) }
                         continue
                     }
@@ -206,7 +208,7 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
                         if h.kind == .delta {
                             ShardCodec(h.encoding).add(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset))
                         } else if h.encoding != .fp32 {
-                            ShardCodec(h.encoding).decode(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset))
+                            ShardCodec(h.encoding).decode(frames[1].unsafeBytes, count: Int(h.elementCount), into: params.baseAddress + Int(h.elementOffset), streaming: streams)
                         } else {
                             // As a worker copies parameters into its replica.
                             frames[1].withUnsafeBytes { src in

@@ -48,7 +48,13 @@ enum Elementwise {
     static func decode(_ encoding: ShardEncoding, _ p: UnsafeRawPointer, count: Int, _ sink: Sink, into out: UnsafeMutablePointer<Float>) {
         switch encoding {
         case .fp32: sink.run(0..<count, out) { i in fp32(p, i) }
-        case .bf16: sink.run(0..<count, out) { i in HalfPrecision.float(bf16: u16(p, i)) }
+        case .bf16:
+            // The first two in C (CKernels), built for each vector width; the same loop as the third.
+            switch sink {
+            case .overwrite: cohort_bf16_decode(out, p, count, 0)
+            case .add: cohort_bf16_add(out, p, count)
+            case .addScaled: sink.run(0..<count, out) { i in HalfPrecision.float(bf16: u16(p, i)) }
+            }
         case .fp16: sink.run(0..<count, out) { i in HalfPrecision.float(fp16: u16(p, i)) }
         case .int8, .topk: preconditionFailure("\(encoding) is not an element-wise encoding")
         }

@@ -1,3 +1,5 @@
+internal import CKernels
+
 /// Encodes a shard of a flat Float32 buffer into its payload frame and back, for every
 /// `ShardEncoding` (byte layouts and error bounds: docs/protocol.md, "Shard payloads").
 /// Pointer-based and allocation-free: the data loops call it once per shard.
@@ -97,7 +99,14 @@ public struct ShardCodec: Sendable, Hashable {
     }
 
     /// out[i] = decoded[i] for i in 0..<count (topk writes zeros where nothing was kept).
-    public func decode(_ payload: UnsafeRawBufferPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+    /// `streaming`: out is a replica larger than the caches (`ReplicaCopy.streams`), so a bf16
+    /// payload is decoded into it with stores that bypass the cache.
+    public func decode(_ payload: UnsafeRawBufferPointer, count: Int, into out: UnsafeMutablePointer<Float>, streaming: Bool = false) {
+        if streaming, encoding == .bf16, let base = payload.baseAddress {
+            precondition(payload.count == 2 * count, "a bf16 payload of \(payload.count) bytes for \(count) elements: validate it first")
+            cohort_bf16_decode(out, base, count, 1)
+            return
+        }
         run(payload, count: count, .overwrite, out)
     }
 

@@ -367,3 +367,109 @@ extension AggregatorTests {
         #expect(g == mean)
     }
 }
+
+extension AggregatorTests {
+    /// bf16 payloads of random patterns with every edge a check turns on: values just below and
+    /// at ±2^64, ±∞, NaNs, zeros, subnormals.
+    static func bf16Payload(count: Int, seed: UInt64, finiteOnly: Bool) -> [UInt8] {
+        var rng = SeededGenerator(seed: seed)
+        let edges: [UInt16] = [0x0000, 0x8000, 0x0001, 0x5F7F, 0xDF7F, 0x5F80, 0xDF80, 0x7F7F, 0x7F80, 0xFF80, 0x7FC0, 0xFFC1, 0x3F80]
+        var out: [UInt8] = []
+        for i in 0..<count {
+            var h = i < edges.count ? edges[i] : UInt16.random(in: 0...UInt16.max, using: &rng)
+            // Finite and below 2^64: keep the exponent under 191 (0x5F8 in the top bits).
+            if finiteOnly && (h & 0x7F80) >= 0x5F80 { h &= 0xBFFF }
+            out += [UInt8(h & 0xFF), UInt8(h >> 8)]
+        }
+        return out
+    }
+
+    /// The first index where two results' bits differ.
+    func firstDifference(_ x: [UInt32], _ y: [UInt32]) -> Int? { x.indices.first { x[$0] != y[$0] } }
+
+    /// The bf16 fusion loops in C (CKernels) give the Swift loops' bits and verdicts, at every
+    /// length around the vector widths, from unaligned payloads.
+    @Test func theBF16FusionKernelsAreTheSwiftLoops() {
+        let n = 4099
+        let a = Self.bf16Payload(count: n + 1, seed: 1, finiteOnly: true)
+        let clean = Self.bf16Payload(count: n + 1, seed: 2, finiteOnly: true)
+        let poisoned = Self.bf16Payload(count: n + 1, seed: 3, finiteOnly: false)
+        var rng = SeededGenerator(seed: 4)
+        let start = (0..<n).map { _ in Float.random(in: -100...100, using: &rng) }
+        func run(_ body: (UnsafeMutablePointer<Float>) -> Bool) -> ([UInt32], Bool) {
+            var acc = start
+            let ok = acc.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+            return (acc.map(\.bitPattern), ok)
+        }
+        for count in Array(0...70) + [255, 256, 257, 4095, 4096, n] {
+            for b in [clean, poisoned] {
+                a.withUnsafeBytes { pa in
+                    b.withUnsafeBytes { pb in
+                        // One byte in: the payloads are unaligned, as a received frame may be.
+                        let x = pa.baseAddress! + 2, y = pb.baseAddress! + 2
+                        let two = run { Fusion.firstTwo($0, Payload(base: x, encoding: .bf16), 0.25, Payload(base: y, encoding: .bf16), 0.75, count: count) }
+                        let twoRef = run { Fusion.Reference.firstTwo($0, bf16: x, 0.25, bf16: y, 0.75, count: count) }
+                        #expect(two.1 == twoRef.1, "firstTwo's verdict, count \(count)")
+                        if twoRef.1 { #expect(firstDifference(two.0, twoRef.0) == nil, "firstTwo, count \(count)") }
+                        let one = run { Fusion.single($0, Payload(base: y, encoding: .bf16), 3, count: count) }
+                        let oneRef = run { Fusion.Reference.single($0, bf16: y, 3, count: count) }
+                        #expect(one.1 == oneRef.1, "single's verdict, count \(count)")
+                        if oneRef.1 { #expect(firstDifference(one.0, oneRef.0) == nil, "single, count \(count)") }
+                        for scale: Float in [1, 0.3] {
+                            let add = run { Fusion.add($0, Payload(base: x, encoding: .bf16), 7, scale: scale, count: count); return true }
+                            let addRef = run { Fusion.Reference.add($0, bf16: x, 7, scale: scale, count: count); return true }
+                            #expect(firstDifference(add.0, addRef.0) == nil, "add, scale \(scale), count \(count)")
+                        }
+                        #expect(Fusion.firstOutOfRange(Payload(base: y, encoding: .bf16), count: count)
+                            == Fusion.Reference.firstOutOfRange(bf16: y, count: count), "firstOutOfRange, count \(count)")
+                    }
+                }
+            }
+        }
+        // The check finds a lone bad value wherever it is, and only it.
+        var lone = Self.bf16Payload(count: 10_000, seed: 5, finiteOnly: true)
+        #expect(lone.withUnsafeBytes { Fusion.firstOutOfRange(Payload(base: $0.baseAddress!, encoding: .bf16), count: 10_000) } == nil)
+        for at in [0, 1, 4095, 4096, 9_999] {
+            let saved = (lone[2 * at], lone[2 * at + 1])
+            (lone[2 * at], lone[2 * at + 1]) = (0x80, 0x5F) // 2^64
+            #expect(lone.withUnsafeBytes { Fusion.firstOutOfRange(Payload(base: $0.baseAddress!, encoding: .bf16), count: 10_000) } == at)
+            (lone[2 * at], lone[2 * at + 1]) = saved
+        }
+    }
+
+    /// Sums that are not built in frames go into shard-sized buffers from a pool: a released
+    /// shard's buffer is the next one fused into (still in the cache), and the sums are those
+    /// of a fresh aggregator whatever buffer they landed in.
+    @Test func aReleasedShardsBufferIsTheNextOneFusedInto() {
+        let names = ["a", "b"]
+        var rng = SeededGenerator(seed: 6)
+        let grads = names.map { _ in (0..<layout.parameterCount).map { _ in Float.random(in: -1...1, using: &rng) } }
+        let pooled = StepAggregator(job: 1, layout: layout, encoding: .bf16)
+        for step: UInt64 in [7, 8] {
+            pooled.begin(step: step, members: Set(names))
+            var previous: UnsafePointer<Float>?
+            for k in 0..<layout.shardCount {
+                for (m, name) in names.enumerated() {
+                    let frame = Frame(bytes(grads[m][layout.range(k)], .bf16))
+                    _ = frame.bytes.withUnsafeBytes {
+                        pooled.contribute(from: name, header: header(layout, shard: k, step: step, samples: UInt32(m + 1), encoding: .bf16), payload: $0, owner: frame)
+                    }
+                }
+                #expect(pooled.isComplete(shard: k))
+                let g = pooled.gradient(shard: k)
+                if let previous { #expect(g.baseAddress == previous, "shard \(k) reused the buffer shard \(k - 1) gave back") }
+                let fresh = StepAggregator(job: 1, layout: layout, encoding: .bf16)
+                fresh.begin(step: step, members: Set(names))
+                for (m, name) in names.enumerated() {
+                    let frame = Frame(bytes(grads[m][layout.range(k)], .bf16))
+                    _ = frame.bytes.withUnsafeBytes {
+                        fresh.contribute(from: name, header: header(layout, shard: k, step: step, samples: UInt32(m + 1), encoding: .bf16), payload: $0, owner: frame)
+                    }
+                }
+                #expect(Array(g).map(\.bitPattern) == Array(fresh.gradient(shard: k)).map(\.bitPattern), "step \(step), shard \(k)")
+                previous = g.baseAddress
+                pooled.release(shard: k)
+            }
+        }
+    }
+}

@@ -98,6 +98,40 @@ struct KernelTests {
         }
     }
 
+    /// bf16 decoding (plain, and streaming into a large replica) and a replica's bf16 addition
+    /// give `HalfPrecision.float`'s values, at every length and alignment.
+    @Test func theBF16DecodeAndAddAreHalfPrecisions() {
+        var rng = SeededGenerator(seed: 0xDEC0)
+        let halves = (0..<5000).map { i in i < Self.edges.count ? UInt16(Self.edges[i] >> 16) : UInt16.random(in: 0...UInt16.max, using: &rng) }
+        var payload = [UInt8](repeating: 0, count: 2 * halves.count + 1)
+        for (i, h) in halves.enumerated() { (payload[1 + 2 * i], payload[2 + 2 * i]) = (UInt8(h & 0xFF), UInt8(h >> 8)) }
+        let start = (0..<halves.count + 8).map { _ in Float.random(in: -4...4, using: &rng) }
+        let codec = ShardCodec(.bf16)
+        for count in Array(0...70) + [1000, 4999] {
+            for to in [0, 1, 3] { // float offsets into the output: 4-, 8- and 16-byte aligned starts
+                for streaming in [false, true] {
+                    var out = [Float](repeating: -7, count: halves.count + 8)
+                    out.withUnsafeMutableBufferPointer { o in
+                        payload.withUnsafeBytes { codec.decode(UnsafeRawBufferPointer(rebasing: $0[1..<(1 + 2 * count)]), count: count, into: o.baseAddress! + to, streaming: streaming) }
+                    }
+                    let wrong = (0..<count).first { out[to + $0].bitPattern != HalfPrecision.float(bf16: halves[$0]).bitPattern }
+                    #expect(wrong == nil, "decode, \(count) values to +\(to), streaming \(streaming): element \(wrong ?? 0)")
+                    #expect(out[..<to].allSatisfy { $0 == -7 } && out[(to + count)...].allSatisfy { $0 == -7 }, "decode \(count): wrote outside")
+                }
+                var acc = start
+                acc.withUnsafeMutableBufferPointer { a in
+                    payload.withUnsafeBytes { codec.add(UnsafeRawBufferPointer(rebasing: $0[1..<(1 + 2 * count)]), count: count, into: a.baseAddress! + to) }
+                }
+                let wrong = (0..<count).first { i in
+                    let expected = start[to + i] + HalfPrecision.float(bf16: halves[i])
+                    return acc[to + i].bitPattern != expected.bitPattern && !(acc[to + i].isNaN && expected.isNaN)
+                }
+                #expect(wrong == nil, "add, \(count) values to +\(to): element \(wrong ?? 0)")
+                #expect(acc[..<to] == start[..<to] && acc[(to + count)...] == start[(to + count)...], "add \(count): wrote outside")
+            }
+        }
+    }
+
     @Test func onlyAReplicaLargerThanTheCachesIsCopiedPastThem() {
         #expect(!ReplicaCopy.streams(parameterCount: 1_000_000))
         #expect(ReplicaCopy.streams(parameterCount: 16 << 20))

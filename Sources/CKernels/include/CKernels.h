@@ -26,4 +26,28 @@ void cohort_bf16_encode(void *out, const float *x, size_t count);
 /// out[i] = bf16(target[i] - replica[i]); replica[i] += float(out[i]), in one pass.
 void cohort_bf16_encode_difference(void *out, const float *target, float *replica, size_t count);
 
+/// out[i] = float(x[i]) for bf16 x (little-endian, may be unaligned); `streaming` != 0 writes
+/// out with non-temporal stores (for a destination larger than the caches; ends with a fence).
+void cohort_bf16_decode(float *out, const void *x, size_t count, int streaming);
+
+/// acc[i] += float(x[i]) for bf16 x: how a replica takes a bf16 difference.
+void cohort_bf16_add(float *acc, const void *x, size_t count);
+
+// The hub's bf16 fusion (Fusion in CohortCoordinator, which documents each): x, a and b are
+// bf16 payloads (little-endian, may be unaligned); a value is out of range when its magnitude
+// is 2^64 or more, NaN and inf included. Each computes in fp32 exactly as the Swift loop did.
+
+/// The index of x's first value out of range, or count when there is none.
+size_t cohort_bf16_first_out_of_range(const void *x, size_t count);
+
+/// acc[i] = float(a[i])·wa + float(b[i])·wb; 0 when b holds a value out of range (acc is then
+/// garbage), else 1.
+int cohort_bf16_fuse_two(float *acc, const void *a, float wa, const void *b, float wb, size_t count);
+
+/// acc[i] = float(x[i])·w; 0 when x holds a value out of range, else 1.
+int cohort_bf16_fuse_single(float *acc, const void *x, float w, size_t count);
+
+/// acc[i] = (acc[i] + float(x[i])·w)·scale, or acc[i] += float(x[i])·w when scale is 1.
+void cohort_bf16_fuse_add(float *acc, const void *x, float w, float scale, size_t count);
+
 #endif

@@ -1,4 +1,5 @@
 import CohortWire
+internal import CKernels
 
 /// The aggregator's inner loops (DESIGN.md, "One synchronous step"): each contribution is read
 /// once and fused into the accumulator in the same pass. Contributions arrive as fp32 or bf16
@@ -7,7 +8,10 @@ import CohortWire
 ///
 /// The loops are plain scalar code over a concrete element reader, one specialisation per
 /// encoding, which the optimiser vectorises (a SIMD16 widening of bf16 here went through an
-/// unspecialised standard-library conversion and cost more than the fusion itself).
+/// unspecialised standard-library conversion and cost more than the fusion itself). The
+/// bf16-only loops are the same loops in C (`CKernels`), built for each x86-64 vector width:
+/// the baseline target widens four bf16 values at a time, AVX-512 sixteen. The Swift loops
+/// they replace stay as the reference their tests hold them to (`Fusion.Reference`).
 ///
 /// Every contribution's values must lie within ±`limit` (2^64): NaN and ±∞ are outside, and
 /// so is a finite value so large that weighting it by a sample count (< 2^32) and summing could
@@ -27,7 +31,7 @@ enum Fusion {
     static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float, count: Int) -> Bool {
         switch (a.encoding, b.encoding) {
         case (.fp32, .fp32): return firstTwo(acc, FP32(a.base), wa, FP32(b.base), wb, count)
-        case (.bf16, .bf16): return firstTwo(acc, BF16(a.base), wa, BF16(b.base), wb, count)
+        case (.bf16, .bf16): return cohort_bf16_fuse_two(acc, a.base, wa, b.base, wb, count) != 0
         case (.fp32, .bf16): return firstTwo(acc, FP32(a.base), wa, BF16(b.base), wb, count)
         case (.bf16, .fp32): return firstTwo(acc, BF16(a.base), wa, FP32(b.base), wb, count)
         }
@@ -39,7 +43,7 @@ enum Fusion {
     static func single(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, count: Int) -> Bool {
         switch x.encoding {
         case .fp32: return single(acc, FP32(x.base), w, count)
-        case .bf16: return single(acc, BF16(x.base), w, count)
+        case .bf16: return cohort_bf16_fuse_single(acc, x.base, w, count) != 0
         }
     }
 
@@ -48,7 +52,7 @@ enum Fusion {
     static func add(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, scale: Float, count: Int) {
         switch x.encoding {
         case .fp32: add(acc, FP32(x.base), w, scale, count)
-        case .bf16: add(acc, BF16(x.base), w, scale, count)
+        case .bf16: cohort_bf16_fuse_add(acc, x.base, w, scale, count)
         }
     }
 
@@ -75,7 +79,9 @@ enum Fusion {
     static func firstOutOfRange(_ x: Payload, count: Int) -> Int? {
         switch x.encoding {
         case .fp32: return firstOutOfRange(FP32(x.base), count)
-        case .bf16: return firstOutOfRange(BF16(x.base), count)
+        case .bf16:
+            let i = cohort_bf16_first_out_of_range(x.base, count)
+            return i < count ? i : nil
         }
     }
 
@@ -90,6 +96,22 @@ enum Fusion {
         case .fp32: return FP32(x.base)[i]
         case .bf16: return BF16(x.base)[i]
         }
+    }
+
+    /// The Swift loops that the bf16 C kernels replace, kept as the reference tests hold the
+    /// kernels to, bit for bit.
+    enum Reference {
+        static func firstTwo(_ acc: UnsafeMutablePointer<Float>, bf16 a: UnsafeRawPointer, _ wa: Float, bf16 b: UnsafeRawPointer, _ wb: Float,
+                             count: Int) -> Bool {
+            Fusion.firstTwo(acc, BF16(a), wa, BF16(b), wb, count)
+        }
+        static func single(_ acc: UnsafeMutablePointer<Float>, bf16 x: UnsafeRawPointer, _ w: Float, count: Int) -> Bool {
+            Fusion.single(acc, BF16(x), w, count)
+        }
+        static func add(_ acc: UnsafeMutablePointer<Float>, bf16 x: UnsafeRawPointer, _ w: Float, scale: Float, count: Int) {
+            Fusion.add(acc, BF16(x), w, scale, count)
+        }
+        static func firstOutOfRange(bf16 x: UnsafeRawPointer, count: Int) -> Int? { Fusion.firstOutOfRange(BF16(x), count) }
     }
 
     // MARK: Specialised loops

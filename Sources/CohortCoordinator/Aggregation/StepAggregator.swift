@@ -57,6 +57,16 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
 /// arrive. The first contribution of a shard is parked (its frame kept, nothing copied); the
 /// second is fused with it in one pass; the last with the 1/Σn scale in the same pass.
 /// Owned by one thread (the data loop); not `Sendable`.
+///
+/// A shard's sum that is not built in a frame (bf16 and the other encodings, a segment's
+/// contribution) goes into a shard-sized buffer from a pool, taken when the shard's first
+/// fusing pass runs and given back when the shard is released or the next step begins. The
+/// pool hands out the buffer given back last, so a step whose shards complete one after another
+/// keeps fusing into the same few buffers, still in the CPU's cache, instead of walking a
+/// parameter-sized accumulator whose every line is first fetched from memory (16M bf16 pairs
+/// on the benchmark host: 4.3 ms into the cold accumulator, 2.4 ms into a reused buffer). With
+/// global clipping every shard holds its buffer until the step's end: the pool then grows to
+/// the parameter count, what the single accumulator was.
 public final class StepAggregator {
     public enum Outcome: Equatable {
         case parked
@@ -74,7 +84,10 @@ public final class StepAggregator {
     public let kind: ShardKind
     public private(set) var step: UInt64 = 0
     public private(set) var members: Set<String> = []
-    private let accumulator: UnsafeMutableBufferPointer<Float>
+    /// Shard-sized sum buffers not in use, the one given back last at the end.
+    private var pool: [UnsafeMutablePointer<Float>] = []
+    /// Every sum buffer allocated (pool and in use), freed with the aggregator.
+    private var allocated: [UnsafeMutablePointer<Float>] = []
     /// One shard of decoded fp16, int8 or topk values, checked before they are added.
     private let scratch: UnsafeMutableBufferPointer<Float>
     private var shards: [ShardState]
@@ -86,6 +99,8 @@ public final class StepAggregator {
         /// Where the shard's sum is when it is not in `accumulator`: an fp32 contribution's own
         /// frame, fused into in place (kept alive by `owner`).
         var inPlace: (sum: UnsafeMutablePointer<Float>, owner: AnyObject)?
+        /// The pool buffer the shard's sum is built in, once a fusing pass has needed one.
+        var buffer: UnsafeMutablePointer<Float>?
         var complete = false
         /// `release(shard:)` was called: the sum is gone.
         var released = false
@@ -97,8 +112,6 @@ public final class StepAggregator {
         self.kind = kind
         self.layout = layout
         self.encoding = encoding
-        accumulator = .allocate(capacity: layout.parameterCount)
-        accumulator.initialize(repeating: 0)
         let decoded = encoding == .fp32 || encoding == .bf16 ? 0 : min(layout.shardElements, layout.parameterCount)
         scratch = .allocate(capacity: decoded)
         scratch.initialize(repeating: 0)
@@ -106,7 +119,7 @@ public final class StepAggregator {
     }
 
     deinit {
-        accumulator.deallocate()
+        for buffer in allocated { buffer.deallocate() }
         scratch.deallocate()
     }
 
@@ -114,7 +127,10 @@ public final class StepAggregator {
     public func begin(step: UInt64, members: Set<String>) {
         self.step = step
         self.members = members
-        for i in shards.indices { shards[i] = ShardState() }
+        for i in shards.indices {
+            if let buffer = shards[i].buffer { pool.append(buffer) }
+            shards[i] = ShardState()
+        }
     }
 
     /// Checks one contribution and, if it is sound, fuses it. `payload` must stay valid while
@@ -153,7 +169,6 @@ public final class StepAggregator {
         let arrivedBefore = shards[k].arrived.count
         let last = arrivedBefore + 1 == members.count
         let weight = shards[k].weight + Double(h.sampleCount)
-        let acc = sum(k)
         let scale = last ? Float(1 / weight) : 1
         // In the frame itself: fp32, ours to overwrite, and aligned for Float.
         let own = writable && encoding == .fp32 && Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0
@@ -166,7 +181,7 @@ public final class StepAggregator {
                 if let bad = Fusion.singleInPlace(own, w * scale, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
                 shards[k].inPlace = (own, owner)
             } else if last {
-                guard Fusion.single(acc, x, w * scale, count: range.count) else { return .failure(outOfRange(x, shard: k, count: range.count)) }
+                guard Fusion.single(sum(k), x, w * scale, count: range.count) else { return .failure(outOfRange(x, shard: k, count: range.count)) }
             } else {
                 if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
                 shards[k].parked = (owner, x, w)
@@ -182,14 +197,14 @@ public final class StepAggregator {
                 }
                 shards[k].inPlace = (own, owner)
             } else {
-                guard Fusion.firstTwo(acc, parked.payload, parked.weight * scale, x, w * scale, count: range.count) else {
+                guard Fusion.firstTwo(sum(k), parked.payload, parked.weight * scale, x, w * scale, count: range.count) else {
                     return .failure(outOfRange(x, shard: k, count: range.count))
                 }
             }
             shards[k].parked = nil
         } else {
             if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
-            Fusion.add(acc, x, w, scale: scale, count: range.count)
+            Fusion.add(sum(k), x, w, scale: scale, count: range.count)
         }
         shards[k].arrived.insert(member)
         shards[k].weight = weight
@@ -275,14 +290,29 @@ public final class StepAggregator {
     public func gradientOwner(shard k: Int) -> AnyObject { shards[k].inPlace?.owner ?? self }
 
     /// Shard k's gradient is no longer needed (the optimizer has used it): a frame it was
-    /// fused into goes back to the allocator now rather than at the next step.
+    /// fused into goes back to the allocator, and a pool buffer to the pool, now rather than
+    /// at the next step.
     public func release(shard k: Int) {
         shards[k].inPlace = nil
+        if let buffer = shards[k].buffer { pool.append(buffer) }
+        shards[k].buffer = nil
         shards[k].released = true
     }
 
-    /// Where shard k's sum is built.
+    /// Where shard k's sum is built: its frame, or its pool buffer (taken now if it has none).
     private func sum(_ k: Int) -> UnsafeMutablePointer<Float> {
-        shards[k].inPlace?.sum ?? accumulator.baseAddress! + layout.range(k).lowerBound
+        if let inPlace = shards[k].inPlace { return inPlace.sum }
+        if let buffer = shards[k].buffer { return buffer }
+        let buffer: UnsafeMutablePointer<Float>
+        if let reused = pool.popLast() {
+            buffer = reused
+        } else {
+            // Cache-line aligned, the size of the layout's largest shard.
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: layout.range(0).count * MemoryLayout<Float>.stride, alignment: 64)
+            buffer = raw.initializeMemory(as: Float.self, repeating: 0, count: layout.range(0).count)
+            allocated.append(buffer)
+        }
+        shards[k].buffer = buffer
+        return buffer
     }
 }
