@@ -66,7 +66,7 @@ let package = Package(
                           path: "Benchmarks/TransportBench", swiftSettings: strict),
         .executableTarget(name: "cohort-bench-coordinator", dependencies: ["CohortClient", "CohortTransport", "CohortWire"],
                           path: "Benchmarks/CoordinatorBench", swiftSettings: strict),
-        .executableTarget(name: "cohort-bench-aggregation", dependencies: ["CohortCoordinator", "CohortCompute", "CohortTransport", "CohortWire"],
+        .executableTarget(name: "cohort-bench-aggregation", dependencies: ["CohortCoordinator", "CohortCompute", "CohortSpec", "CohortTransport", "CohortWire"],
                           path: "Benchmarks/AggregationBench", swiftSettings: strict),
         .executableTarget(name: "cohort-bench-compute", dependencies: ["CohortCompute"],
                           path: "Benchmarks/ComputeBench", swiftSettings: strict),

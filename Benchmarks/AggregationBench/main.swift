@@ -10,6 +10,7 @@
 //     [--quick] [--passes N] [--rounds N] [--only SIZE_M[,WORKERS]] [--case NAME [--mean-only]]
 import CohortCompute
 import CohortCoordinator
+import CohortSpec
 import CohortTransport
 import CohortWire
 import Foundation
@@ -24,6 +25,12 @@ let workerCounts = only.flatMap { $0.count > 1 ? [$0[1]] : nil } ?? [2, 3]
 /// Each case of the table is measured this many times, interleaved; its median is printed.
 let passes = args.firstIndex(of: "--passes").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil } ?? (quick ? 1 : 3)
 let rounds = args.firstIndex(of: "--rounds").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil } ?? (quick ? 5 : 12)
+/// `--shard-elements N`: elements per shard. By default a job's: 1 MiB of what goes up (2^18
+/// fp32 elements, 2^19 bf16 ones; `JobSpec.Training.defaultShardSizeKiB`).
+let shardElementsOption = args.firstIndex(of: "--shard-elements").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil }
+func shardElements(_ uplink: ShardEncoding) -> Int {
+    shardElementsOption ?? 256 * JobSpec.Training.defaultShardSizeKiB(for: uplink == .bf16 ? .bf16 : .fp32)
+}
 /// `--mean-only` (with `--case`): send the fused mean back instead of stepping an optimizer.
 let meanOnlyCase = args.contains("--mean-only")
 
@@ -58,7 +65,7 @@ final class Box<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v
 /// coordinator does with workers on its host.
 func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, curve: Bool, downlink: ShardEncoding = .fp32,
              meanOnly: Bool = false, shared: Bool = false) throws -> Double {
-    let layout = ShardLayout(parameterCount: elements, shardElements: 1 << 18)
+    let layout = ShardLayout(parameterCount: elements, shardElements: shardElements(encoding))
     let segmentPrefix = "\(SharedSegment.directory)/cohort-bench-\(getpid())-\(workers)-\(elements)"
     let parameterSegment = shared ? try SharedSegment(creating: segmentPrefix + "-parameters", elements: elements, shards: layout.shardCount) : nil
     let gradientSegments = shared ? try (0..<workers).map { try SharedSegment(creating: segmentPrefix + "-\($0)", elements: elements, shards: 0) } : []
@@ -319,8 +326,8 @@ func label(_ n: Int) -> String { "\(n >> 20)M" }
 func fmt(_ x: Double?, _ spec: String = "%.1f") -> String { x.map { String(format: spec, $0) } ?? "-" }
 func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
 
-print("Cohort aggregation round: every worker sends its gradient as 1 MiB shards, the hub fuses them as they land and")
-print("sends every worker the new shards, ms: the median of \(rounds) rounds, then of \(passes) interleaved passes; hub and workers")
+print("Cohort aggregation round: every worker sends its gradient as 1 MiB shards (2^18 fp32 or 2^19 bf16 elements, a job's default),")
+print("the hub fuses them as they land and sends every worker the new shards, ms: the median of \(rounds) rounds, then of \(passes) interleaved passes; hub and workers")
 print("are threads on one 2-core host (loopback), plaintext unless the case says CURVE. Beside it, torch.distributed gloo (Benchmarks/gloo_allreduce.py),")
 print("timed right before and right after every case; a ratio is the median over the passes of the case against the mean of the")
 print("gloo runs on either side of it. Like for like:")
@@ -351,10 +358,10 @@ let cases = [
     Case(name: "floor: fp32 bytes", ipc: false, encoding: .fp32, downlink: .fp32, curve: false, meanOnly: true, floor: true),
     Case(name: "floor: bf16 bytes", ipc: false, encoding: .bf16, downlink: .bf16, curve: false, meanOnly: true, floor: true),
 ]
-/// A floor row's milliseconds: the round's bytes (1 MiB shards of fp32, 512 KiB of bf16) over bare sockets.
+/// A floor row's milliseconds: the round's bytes, in the same 1 MiB shards, over bare sockets.
 func floorRound(workers: Int, elements: Int, encoding: ShardEncoding) throws -> Double {
     let bytesPer = encoding == .bf16 ? 2 : 4
-    return try BareStar.round(workers: workers, bytes: elements * bytesPer, chunk: (1 << 18) * bytesPer, rounds: rounds)
+    return try BareStar.round(workers: workers, bytes: elements * bytesPer, chunk: shardElements(encoding) * bytesPer, rounds: rounds)
 }
 func median(_ xs: [Double]) -> Double? { xs.isEmpty ? nil : xs.sorted()[xs.count / 2] }
 for n in sizes {

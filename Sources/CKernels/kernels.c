@@ -213,3 +213,72 @@ void cohort_bf16_decode(float *restrict out, const void *restrict x, size_t coun
     (void)streaming;
     bf16_decode(out, p, count);
 }
+
+// fp32: the same out-of-range flag on the whole bit pattern (Fusion.outOfRangeFlag).
+static inline uint32_t out_of_range_flag32(uint32_t bits) {
+    return ((bits & 0x7F800000u) + 0x20800000u) & 0x80000000u;
+}
+
+static inline uint32_t load32(const unsigned char *p, size_t i) {
+    uint32_t v;
+    memcpy(&v, p + 4 * i, 4);
+    return v;
+}
+
+static inline float as_float(uint32_t bits) {
+    float x;
+    memcpy(&x, &bits, 4);
+    return x;
+}
+
+COHORT_CLONES
+static uint32_t fp32_block_flags(const unsigned char *restrict x, size_t start, size_t end) {
+    uint32_t flags = 0;
+    for (size_t i = start; i < end; i++) flags |= out_of_range_flag32(load32(x, i));
+    return flags;
+}
+
+static size_t fp32_first_flagged(const unsigned char *p, size_t start, size_t end) {
+    for (size_t i = start; i < end; i++)
+        if (out_of_range_flag32(load32(p, i))) return i;
+    return end;
+}
+
+size_t cohort_fp32_first_out_of_range(const void *x, size_t count) {
+    const unsigned char *p = x;
+    for (size_t start = 0; start < count; start += 4096) {
+        size_t end = count - start < 4096 ? count : start + 4096;
+        if (fp32_block_flags(p, start, end)) return fp32_first_flagged(p, start, end);
+    }
+    return count;
+}
+
+COHORT_CLONES
+static void fp32_fuse_block(float *restrict b, float wb, const unsigned char *restrict a, float wa, size_t start, size_t end) {
+    for (size_t i = start; i < end; i++) b[i] = as_float(load32(a, i)) * wa + b[i] * wb;
+}
+
+COHORT_CLONES
+static void fp32_scale_block(float *restrict b, float w, size_t start, size_t end) {
+    for (size_t i = start; i < end; i++) b[i] = b[i] * w;
+}
+
+size_t cohort_fp32_fuse_two_in_place(float *b, float wb, const void *a, float wa, size_t count) {
+    const unsigned char *pb = (const unsigned char *)b, *pa = a;
+    for (size_t start = 0; start < count; start += 256) {
+        size_t end = count - start < 256 ? count : start + 256;
+        if (fp32_block_flags(pb, start, end)) return fp32_first_flagged(pb, start, end);
+        fp32_fuse_block(b, wb, pa, wa, start, end);
+    }
+    return count;
+}
+
+size_t cohort_fp32_scale_in_place(float *b, float w, size_t count) {
+    const unsigned char *pb = (const unsigned char *)b;
+    for (size_t start = 0; start < count; start += 256) {
+        size_t end = count - start < 256 ? count : start + 256;
+        if (fp32_block_flags(pb, start, end)) return fp32_first_flagged(pb, start, end);
+        fp32_scale_block(b, w, start, end);
+    }
+    return count;
+}

@@ -97,6 +97,8 @@ extension JobSpec {
             }
             if let node = optional(map, "shard-encoding"), let value = f.choice(node, "training.shard-encoding", ShardEncoding.self) {
                 training.shardEncoding = value
+                // Unset, a shard is 1 MiB on the way up whatever the encoding carries per element.
+                if optional(map, "shard-size-kib") == nil { training.shardSizeKiB = Training.defaultShardSizeKiB(for: value) }
             }
             if let node = optional(map, "downlink-encoding"), let value = f.choice(node, "training.downlink-encoding", ShardEncoding.self) {
                 training.downlinkEncoding = value

@@ -473,3 +473,42 @@ extension AggregatorTests {
         }
     }
 }
+
+extension AggregatorTests {
+    /// The fp32 in-frame fusion and the fp32 check in C give the Swift loops' bits, verdicts
+    /// and untouched blocks: a bad value anywhere stops the pass before its block of 256 is
+    /// overwritten, with its index.
+    @Test func theFP32InFrameKernelsAreTheSwiftLoops() {
+        var rng = SeededGenerator(seed: 7)
+        let n = 1100
+        let a = (0..<n + 1).map { _ in Float.random(in: -50...50, using: &rng) }
+        let start = (0..<n).map { _ in Float.random(in: -50...50, using: &rng) }
+        var aBytes = [UInt8](repeating: 0, count: 4 * (n + 1) + 1)
+        aBytes.withUnsafeMutableBytes { d in a.withUnsafeBytes { d.baseAddress!.advanced(by: 1).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        for count in Array(0...40) + [255, 256, 257, 600, n] {
+            for bad in [nil, 0, 255, 256, 599, n - 1] as [Int?] {
+                for poison: Float in [.nan, -.infinity, 0x1p64] {
+                    if let bad, bad >= count { continue }
+                    var b = start
+                    if let bad { b[bad] = poison }
+                    aBytes.withUnsafeBytes { pa in
+                        let x = pa.baseAddress! + 1 // unaligned, as a parked frame may be
+                        var c = b, r = b
+                        let got = c.withUnsafeMutableBufferPointer { Fusion.firstTwoInPlace($0.baseAddress!, 0.75, fp32: x, 0.25, count: count) }
+                        let want = r.withUnsafeMutableBufferPointer { Fusion.Reference.firstTwoInPlace($0.baseAddress!, 0.75, fp32: x, 0.25, count: count) }
+                        #expect(got == want && got == bad, "firstTwoInPlace, count \(count), bad at \(bad ?? -1)")
+                        #expect(firstDifference(c.map(\.bitPattern), r.map(\.bitPattern)) == nil, "firstTwoInPlace's bits, count \(count), bad at \(bad ?? -1)")
+                        var d = b, s = b
+                        let one = d.withUnsafeMutableBufferPointer { Fusion.singleInPlace($0.baseAddress!, 3, count: count) }
+                        let oneRef = s.withUnsafeMutableBufferPointer { Fusion.Reference.singleInPlace($0.baseAddress!, 3, count: count) }
+                        #expect(one == oneRef && one == bad, "singleInPlace, count \(count)")
+                        #expect(firstDifference(d.map(\.bitPattern), s.map(\.bitPattern)) == nil, "singleInPlace's bits, count \(count)")
+                    }
+                    let checked = b.withUnsafeBytes { Fusion.firstOutOfRange(Payload(base: $0.baseAddress!, encoding: .fp32), count: count) }
+                    #expect(checked == bad, "firstOutOfRange, count \(count), bad at \(bad ?? -1)")
+                    #expect(checked == b.withUnsafeBytes { Fusion.Reference.firstOutOfRange(fp32: $0.baseAddress!, count: count) })
+                }
+            }
+        }
+    }
+}

@@ -45,6 +45,22 @@ struct JobSpecTests {
         #expect(spec.optimizer.weightDecay == 0.01)
     }
 
+    /// Unset, shards are 1 MiB on the way up: 1024 KiB of fp32 for fp32, int8 and topk, 2048
+    /// for the two-byte encodings; a size the spec gives is kept, before or after the encoding.
+    @Test func theDefaultShardIsOneMiBOfWhatTheEncodingSends() throws {
+        func shard(_ training: String) throws -> Int {
+            try JobSpec.parse(yaml: "name: t\nmodel: {kind: mlp}\ndata: {dataset: d}\ntraining: {steps: 1\(training)}\n").training.shardSizeKiB
+        }
+        #expect(try shard("") == 1024)
+        #expect(try shard(", shard-encoding: fp32") == 1024)
+        #expect(try shard(", shard-encoding: bf16") == 2048)
+        #expect(try shard(", shard-encoding: fp16") == 2048)
+        #expect(try shard(", shard-encoding: int8") == 1024)
+        #expect(try shard(", shard-encoding: topk") == 1024)
+        #expect(try shard(", shard-encoding: bf16, shard-size-kib: 64") == 64)
+        #expect(try shard(", shard-size-kib: 1024, shard-encoding: bf16") == 1024)
+    }
+
     @Test func everyProblemIsReportedAtOnceWithPathAndLine() throws {
         let yaml = """
         name: bad job

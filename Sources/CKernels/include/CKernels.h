@@ -50,4 +50,17 @@ int cohort_bf16_fuse_single(float *acc, const void *x, float w, size_t count);
 /// acc[i] = (acc[i] + float(x[i])·w)·scale, or acc[i] += float(x[i])·w when scale is 1.
 void cohort_bf16_fuse_add(float *acc, const void *x, float w, float scale, size_t count);
 
+// The hub's fp32 fusion into a contribution's own frame (Fusion.firstTwoInPlace and
+// singleInPlace): b is checked 256 values at a time, each block before it is overwritten.
+
+/// The index of x's first fp32 value out of range (x may be unaligned), or count.
+size_t cohort_fp32_first_out_of_range(const void *x, size_t count);
+
+/// b[i] = float(a[i])·wa + b[i]·wb; stops at the first block of b holding a value out of
+/// range and returns that value's index (it and its block untouched), else count.
+size_t cohort_fp32_fuse_two_in_place(float *b, float wb, const void *a, float wa, size_t count);
+
+/// b[i] = b[i]·w, checked as cohort_fp32_fuse_two_in_place is.
+size_t cohort_fp32_scale_in_place(float *b, float w, size_t count);
+
 #endif

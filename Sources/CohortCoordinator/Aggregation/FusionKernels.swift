@@ -8,10 +8,11 @@ internal import CKernels
 ///
 /// The loops are plain scalar code over a concrete element reader, one specialisation per
 /// encoding, which the optimiser vectorises (a SIMD16 widening of bf16 here went through an
-/// unspecialised standard-library conversion and cost more than the fusion itself). The
-/// bf16-only loops are the same loops in C (`CKernels`), built for each x86-64 vector width:
-/// the baseline target widens four bf16 values at a time, AVX-512 sixteen. The Swift loops
-/// they replace stay as the reference their tests hold them to (`Fusion.Reference`).
+/// unspecialised standard-library conversion and cost more than the fusion itself). The loops
+/// a training round runs (bf16's, the in-frame fp32 ones and the checks) are the same loops in
+/// C (`CKernels`), built for each x86-64 vector width: the baseline target widens four bf16
+/// values at a time and AVX-512 sixteen. The Swift loops they replace stay as the reference
+/// their tests hold them to (`Fusion.Reference`).
 ///
 /// Every contribution's values must lie within ±`limit` (2^64): NaN and ±∞ are outside, and
 /// so is a finite value so large that weighting it by a sample count (< 2^32) and summing could
@@ -61,13 +62,14 @@ enum Fusion {
     /// Checked a block at a time before the block is overwritten: the index of b's first value
     /// outside ±`limit` (that value still in place), or nil when all of b was fused.
     static func firstTwoInPlace(_ b: UnsafeMutablePointer<Float>, _ wb: Float, fp32 a: UnsafeRawPointer, _ wa: Float, count: Int) -> Int? {
-        let a = FP32(a)
-        return inPlace(b, count) { i in a[i] * wa + b[i] * wb }
+        let i = cohort_fp32_fuse_two_in_place(b, wb, a, wa, count)
+        return i < count ? i : nil
     }
 
     /// b = w·b in b's own memory (see `firstTwoInPlace`).
     static func singleInPlace(_ b: UnsafeMutablePointer<Float>, _ w: Float, count: Int) -> Int? {
-        inPlace(b, count) { i in b[i] * w }
+        let i = cohort_fp32_scale_in_place(b, w, count)
+        return i < count ? i : nil
     }
 
     /// acc ·= scale
@@ -78,7 +80,9 @@ enum Fusion {
     /// The index of the first value outside ±`limit` (NaN and ±∞ included), if any.
     static func firstOutOfRange(_ x: Payload, count: Int) -> Int? {
         switch x.encoding {
-        case .fp32: return firstOutOfRange(FP32(x.base), count)
+        case .fp32:
+            let i = cohort_fp32_first_out_of_range(x.base, count)
+            return i < count ? i : nil
         case .bf16:
             let i = cohort_bf16_first_out_of_range(x.base, count)
             return i < count ? i : nil
@@ -112,6 +116,14 @@ enum Fusion {
             Fusion.add(acc, BF16(x), w, scale, count)
         }
         static func firstOutOfRange(bf16 x: UnsafeRawPointer, count: Int) -> Int? { Fusion.firstOutOfRange(BF16(x), count) }
+        static func firstOutOfRange(fp32 x: UnsafeRawPointer, count: Int) -> Int? { Fusion.firstOutOfRange(FP32(x), count) }
+        static func firstTwoInPlace(_ b: UnsafeMutablePointer<Float>, _ wb: Float, fp32 a: UnsafeRawPointer, _ wa: Float, count: Int) -> Int? {
+            let a = FP32(a)
+            return Fusion.inPlace(b, count) { i in a[i] * wa + b[i] * wb }
+        }
+        static func singleInPlace(_ b: UnsafeMutablePointer<Float>, _ w: Float, count: Int) -> Int? {
+            Fusion.inPlace(b, count) { i in b[i] * w }
+        }
     }
 
     // MARK: Specialised loops
