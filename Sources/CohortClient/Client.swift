@@ -20,6 +20,9 @@ public enum ClientError: Error, Sendable, CustomStringConvertible {
     case rejected(String)
     /// The reply could not be understood.
     case badReply(String)
+    /// The coordinator refused this key in the CURVE handshake: revoked (a key it has never
+    /// seen is let in, to enrol).
+    case keyRefused(address: String, code: Int)
     case transport(TransportError)
 
     public var description: String {
@@ -27,10 +30,13 @@ public enum ClientError: Error, Sendable, CustomStringConvertible {
         case let .unreachable(address, seconds):
             return "the coordinator at \(address) did not answer within \(String(format: "%g", seconds)) s: "
                 + "is it running, are --coordinator (COHORT_COORDINATOR) and its public key right, "
-                + "and is this key still enrolled (a revoked key's handshake gets no answer)?"
+                + "and is this key still enrolled?"
         case let .refused(_, message): return message
         case let .rejected(message): return "the coordinator refused the request: \(message)"
         case let .badReply(message): return "unexpected reply from the coordinator: \(message)"
+        case let .keyRefused(address, code):
+            return "the coordinator at \(address) refused this key in the handshake (status \(code)): it was revoked there; "
+                + "use another key (--key, COHORT_KEY), or ask an admin to enrol a new one"
         case let .transport(error): return error.description
         }
     }
@@ -40,6 +46,7 @@ public enum ClientError: Error, Sendable, CustomStringConvertible {
     public var exitCode: Int32 {
         switch self {
         case .unreachable: return 5
+        case .keyRefused: return 6
         case let .refused(status, _):
             switch status {
             case .badRequest: return 2
@@ -59,6 +66,9 @@ public final class Client {
     public let address: CoordinatorAddress
     public let timeout: Double
     private let socket: Socket
+    /// Reports a handshake the coordinator refused (CURVE only), which otherwise looks like
+    /// silence: libzmq keeps reconnecting and the request waits out its time-out.
+    private let monitor: SocketMonitor?
     private var nextRequestId: UInt64 = 1
 
     public init(address: CoordinatorAddress, credentials: Credentials, timeout: Double = 5,
@@ -73,6 +83,9 @@ public final class Client {
             try socket.setMaxMessageSize(64 << 20)
             if case let .curve(keys, serverKey) = credentials {
                 try socket.makeCurveClient(keys: keys, serverKey: serverKey)
+                monitor = try SocketMonitor(socket)
+            } else {
+                monitor = nil
             }
             try socket.connect(address.endpoints.api)
         } catch {
@@ -109,13 +122,20 @@ public final class Client {
             throw .transport(error)
         }
         let poller = Poller()
-        poller.add(socket)
+        let replies = poller.add(socket)
+        let events = monitor.map { poller.add($0.socket) }
         while true {
             let left = Int(deadline.timeIntervalSinceNow * 1000)
             guard left > 0 else { throw .unreachable(address: address.description, seconds: timeout) }
             let ready: [Int]
             do { ready = try poller.poll(timeoutMilliseconds: left) } catch { throw .transport(error) }
-            if ready.isEmpty { continue }
+            if let events, ready.contains(events), let monitor {
+                while let event = monitor.next() {
+                    // 400 is the coordinator's "revoked"; a 500 (its ZAP handler failed) may pass.
+                    if case let .handshakeFailedAuth(_, code) = event, code == 400 { throw .keyRefused(address: address.description, code: code) }
+                }
+            }
+            if !ready.contains(replies) { continue }
             let frames: [InboundFrame]
             do { frames = try socket.receive(dontWait: true, maxFrames: 4) } catch .wouldBlock { continue } catch {
                 throw .transport(error)

@@ -43,6 +43,12 @@ public final class WorkerAgent {
     let logger: Logger
     let context: Context
     let control: Socket
+    /// The control socket's handshakes: a refusal (this worker's key was revoked) would
+    /// otherwise look like a coordinator that never answers.
+    private let controlEvents: SocketMonitor
+    /// The status the coordinator refused this worker's key with in the handshake; `run`
+    /// returns when it is set.
+    public private(set) var keyRefusedStatus: Int?
     var heartbeatInterval: Double = 1
     var nextHeartbeat = Date()
     var sequence: UInt64 = 0
@@ -170,6 +176,7 @@ public final class WorkerAgent {
         try control.setLinger(milliseconds: 0)
         try control.setReconnectInterval(initialMilliseconds: 100, maximumMilliseconds: 2000)
         try control.makeCurveClient(keys: settings.keys, serverKey: settings.serverKey)
+        controlEvents = try SocketMonitor(control)
         try control.connect(settings.address.endpoints.control)
         if let listen = settings.siteListen {
             let zap = try ZAPHandler(context: context, authenticator: siteAllowList)
@@ -193,14 +200,16 @@ public final class WorkerAgent {
         register()
         while !shouldStop() {
             let poller = Poller()
-            poller.add(control)
+            let controlIndex = poller.add(control)
             let job = current
-            if let job { poller.add(job.data) }
-            if let site { poller.add(site) }
+            let dataIndex = job.map { poller.add($0.data) }
+            let siteIndex = site.map { poller.add($0) }
+            let eventsIndex = poller.add(controlEvents.socket)
             let ready = (try? poller.poll(timeoutMilliseconds: 100)) ?? []
-            if ready.contains(0) { drainControl() }
-            if let job, ready.contains(1) { drainData(job) }
-            if let site, ready.contains(job == nil ? 1 : 2) { drainSite(site) }
+            if ready.contains(eventsIndex), keyWasRefused() { break }
+            if ready.contains(controlIndex) { drainControl() }
+            if let job, let dataIndex, ready.contains(dataIndex) { drainData(job) }
+            if let site, let siteIndex, ready.contains(siteIndex) { drainSite(site) }
             if Date() >= nextHeartbeat { heartbeat() }
             if let job = current, let role = job.assignment.site, role.role == .member, !job.siteAcknowledged,
                Date().timeIntervalSince(job.attachedAt) > 1 {
@@ -218,6 +227,21 @@ public final class WorkerAgent {
         try? control.send(Message.notice(Notice(kind: NoticeKind.goodbye)).encode(), dontWait: true)
         try? control.setLinger(milliseconds: 1000)
         logger.info("worker stopping")
+    }
+
+    /// Reads the control socket's handshake events; true (and logged) when the coordinator
+    /// refused this worker's key, which retrying cannot change.
+    private func keyWasRefused() -> Bool {
+        while let event = controlEvents.next() {
+            // 400 is the coordinator's "revoked"; a 500 (its ZAP handler failed) may pass.
+            guard case let .handshakeFailedAuth(_, code) = event, code == 400 else { continue }
+            keyRefusedStatus = code
+            logger.error("the coordinator refused this worker's key in the handshake: it was revoked; stopping",
+                         metadata: ["coordinator": "\(settings.address)", "status": "\(code)",
+                                    "fix": "enrol a new key: move the state directory aside and start the worker with a new --join TOKEN"])
+            return true
+        }
+        return false
     }
 
     private func register() {

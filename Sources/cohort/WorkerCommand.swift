@@ -98,6 +98,11 @@ struct WorkerService: Service {
                     func serve() throws {
                         let agent = try WorkerAgent(settings: settings, logger: logger)
                         agent.run { stop.flag.load(ordering: .acquiring) }
+                        if let status = agent.keyRefusedStatus {
+                            throw CommandFailure("the coordinator at \(settings.address) refused this worker's key in the handshake "
+                                                 + "(status \(status)): it was revoked. Move the state directory aside and start the "
+                                                 + "worker again with a new --join TOKEN (from `cohort admin token --role worker`)")
+                        }
                     }
                     do {
                         try serve()

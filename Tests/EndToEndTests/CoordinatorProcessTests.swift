@@ -135,8 +135,12 @@ struct CoordinatorProcessTests {
         #expect(others.status == 6 && others.stderr.contains("belongs to admin"))
         let revoke = try await c.cli(["admin", "revoke", "alice"])
         #expect(revoke.stdout.contains("revoked alice"))
-        let refused = try await runProcess(try cohortBinary(), ["jobs", "--key", aliceKey], environment: [:], timeout: 30)
-        #expect(refused.status != 0)
+        // Refused in the handshake, and told so at once rather than after the time-out.
+        let asked = Date()
+        let refused = try await runProcess(try cohortBinary(), ["jobs", "--key", aliceKey, "--timeout", "20"], environment: [:], timeout: 30)
+        #expect(refused.status == 6, "\(refused.stderr)")
+        #expect(refused.stderr.contains("refused this key") && refused.stderr.contains("revoked"), "\(refused.stderr)")
+        #expect(Date().timeIntervalSince(asked) < 10, "a revoked key waited out the time-out")
 
         let events = try await c.cli(["events", "1"])
         #expect(events.stdout.contains("job.cancelled"))

@@ -45,6 +45,28 @@ struct DistributedTrainingTests {
         return try #require(try JSONDecoder().decode([String: Int64].self, from: Data(out.stdout.utf8))["job"])
     }
 
+    /// A worker whose key was revoked is refused in the handshake: it says so and exits 1 at
+    /// once, instead of retrying for ever a coordinator that will never let it in.
+    @Test func aWorkerWhoseKeyWasRevokedSaysSoAndStops() async throws {
+        let c = try CoordinatorProcess()
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let first = try await startWorkers(c, [("gone-01", "pku")])
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, !(try await c.cli(["workers"]).stdout.contains("gone-01")) { try await Task.sleep(for: .milliseconds(200)) }
+        try #require(try await c.cli(["workers"]).stdout.contains("gone-01"), "the worker never registered:\n\(first[0].log)")
+        first[0].stop()
+        let revoke = try await c.cli(["admin", "revoke", "gone-01"])
+        try #require(revoke.status == 0, "\(revoke.stderr)")
+        let started = Date()
+        let again = try Daemon(try cohortBinary(), ["worker", "--state-dir", c.dataDir + "/gone-01", "--name", "gone-01", "--threads", "1"],
+                               logPath: c.dataDir + "/gone-01-again.log")
+        while again.process.isRunning, Date().timeIntervalSince(started) < 20 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!again.process.isRunning, "a revoked worker kept trying for 20 s:\n\(again.log)")
+        again.stop(signal: SIGKILL)
+        #expect(again.process.terminationStatus == 1)
+        #expect(again.log.contains("refused this worker's key") && again.log.contains("--join"), "\(again.log)")
+    }
+
     @Test func threeWorkersOfTwoInstitutionsTrainDigitsToNinetyFivePercent() async throws {
         let c = try CoordinatorProcess()
         try await onDedicatedThread { _ = try c.waitUntilServing() }
