@@ -1,7 +1,8 @@
-// Element loops that Swift cannot express: stores that bypass the cache, and the bf16 rounding
-// loop compiled for each x86-64 vector width with one picked at load time (Sources/CKernels/
-// kernels.c says why each exists). Every function gives bit for bit what the plain Swift loop
-// beside its caller gives; tests hold them to that.
+// Element loops that Swift cannot express: stores that bypass the cache, and the per-round
+// loops (bf16 rounding and widening, the hub's fusion and range checks) compiled for each x86-64
+// vector width with one picked at load time (Sources/CKernels/kernels.c says why each exists).
+// Every function gives bit for bit what the plain Swift loop it replaces gives; tests hold them
+// to that.
 #ifndef COHORT_KERNELS_H
 #define COHORT_KERNELS_H
 

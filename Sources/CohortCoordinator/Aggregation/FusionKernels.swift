@@ -91,7 +91,7 @@ enum Fusion {
 
     /// The index of the first value of x[0..<count] outside ±`limit`, if any.
     static func firstOutOfRange(_ x: UnsafePointer<Float>, count: Int) -> Int? {
-        firstOutOfRange(Floats(x), count)
+        firstOutOfRange(Payload(base: UnsafeRawPointer(x), encoding: .fp32), count: count)
     }
 
     /// Element i of a payload, as fp32.
@@ -102,8 +102,8 @@ enum Fusion {
         }
     }
 
-    /// The Swift loops that the bf16 C kernels replace, kept as the reference tests hold the
-    /// kernels to, bit for bit.
+    /// The Swift loops that the C kernels replace, kept as the reference tests hold the kernels
+    /// to, bit for bit.
     enum Reference {
         static func firstTwo(_ acc: UnsafeMutablePointer<Float>, bf16 a: UnsafeRawPointer, _ wa: Float, bf16 b: UnsafeRawPointer, _ wb: Float,
                              count: Int) -> Bool {

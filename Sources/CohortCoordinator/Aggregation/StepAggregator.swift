@@ -96,7 +96,7 @@ public final class StepAggregator {
         var arrived: Set<String> = []
         var weight: Double = 0
         var parked: (owner: AnyObject, payload: Payload, weight: Float)?
-        /// Where the shard's sum is when it is not in `accumulator`: an fp32 contribution's own
+        /// Where the shard's sum is when it is not in a pool buffer: an fp32 contribution's own
         /// frame, fused into in place (kept alive by `owner`).
         var inPlace: (sum: UnsafeMutablePointer<Float>, owner: AnyObject)?
         /// The pool buffer the shard's sum is built in, once a fusing pass has needed one.
@@ -139,8 +139,8 @@ public final class StepAggregator {
     /// `writable`: the payload's memory is the coordinator's alone (a received frame, never a
     /// segment a worker shares) and may be overwritten. An fp32 shard's sum is then built in the
     /// second contribution's frame (or the only one's), which the CPU has just written, instead
-    /// of in `accumulator`, whose lines it would first have to fetch from memory; the frame is
-    /// kept until the shard is released or the next step begins.
+    /// of in a pool buffer; the frame is kept until the shard is released or the next step
+    /// begins.
     public func contribute(from member: String, header h: ShardHeader, payload: UnsafeRawBufferPointer,
                            owner: AnyObject, writable: Bool = false) -> Result<Outcome, Rejection> {
         guard h.job == job else { return .failure(.wrongJob(got: h.job, expected: job)) }
