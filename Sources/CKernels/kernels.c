@@ -160,13 +160,14 @@ size_t cohort_bf16_first_out_of_range(const void *x, size_t count) {
 COHORT_CLONES
 int cohort_bf16_fuse_two(float *restrict acc, const void *restrict a, float wa, const void *restrict b, float wb, size_t count) {
     const unsigned char *pa = a, *pb = b;
-    uint16_t flags = 0;
+    uint16_t flags_a = 0, flags_b = 0;
     for (size_t i = 0; i < count; i++) {
-        uint16_t y = load16(pb, i);
-        flags |= out_of_range_flag(y);
-        acc[i] = widen(load16(pa, i)) * wa + widen(y) * wb;
+        uint16_t x = load16(pa, i), y = load16(pb, i);
+        flags_a |= out_of_range_flag(x);
+        flags_b |= out_of_range_flag(y);
+        acc[i] = widen(x) * wa + widen(y) * wb;
     }
-    return flags == 0;
+    return (flags_a ? 1 : 0) | (flags_b ? 2 : 0);
 }
 
 COHORT_CLONES

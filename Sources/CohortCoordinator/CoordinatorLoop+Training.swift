@@ -220,6 +220,7 @@ extension CoordinatorLoop {
         let outcome = withExtendedLifetime(frames) {
             aggregator.contribute(from: member, header: header, payload: payload, owner: owner, writable: writable)
         }
+        refuseLate(run, aggregator)
         // What crossed the socket: a shared-memory shard's elements did not.
         let bytes = frames.dropFirst().reduce(0) { $0 + $1.count }
         switch outcome {
@@ -287,6 +288,7 @@ extension CoordinatorLoop {
             // be complete without its optimizer step, and the step could never end).
             guard open.allSatisfy({ !aggregator.arrived(shard: $0).isEmpty }) else { continue }
             let closed = open.filter { aggregator.close(shard: $0) }
+            refuseLate(run, aggregator)
             run.droppedThisStep = late
             run.lagging.formUnion(late)
             let step = run.state?.step ?? 0
@@ -299,6 +301,15 @@ extension CoordinatorLoop {
             } catch {
                 logger.error("could not finish the step", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    /// Contributions the aggregator accepted and then found out of range when it fused them:
+    /// rejected as on arrival, and the member's shard no longer counts as sent.
+    private func refuseLate(_ run: JobRun, _ aggregator: StepAggregator) {
+        for (member, rejection) in aggregator.takeLateRefusals() {
+            if let sent = run.shardsFrom[member], sent > 0 { run.shardsFrom[member] = sent - 1 }
+            rejectShard(run, member, rejection.description)
         }
     }
 

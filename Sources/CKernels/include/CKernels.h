@@ -41,8 +41,8 @@ void cohort_bf16_add(float *acc, const void *x, size_t count);
 /// The index of x's first value out of range, or count when there is none.
 size_t cohort_bf16_first_out_of_range(const void *x, size_t count);
 
-/// acc[i] = float(a[i])·wa + float(b[i])·wb; 0 when b holds a value out of range (acc is then
-/// garbage), else 1.
+/// acc[i] = float(a[i])·wa + float(b[i])·wb, both operands checked in the same pass: bit 0 set
+/// when a holds a value out of range, bit 1 when b does (acc is then garbage), 0 when neither.
 int cohort_bf16_fuse_two(float *acc, const void *a, float wa, const void *b, float wb, size_t count);
 
 /// acc[i] = float(x[i])·w; 0 when x holds a value out of range, else 1.

@@ -27,12 +27,21 @@ enum Fusion {
     /// The bound on a contribution's magnitudes (exclusive).
     static let limit = ContributionRange.limit
 
-    /// acc = wa·a + wb·b (the parked first contribution, already checked, and the second, in
-    /// one pass). False when b holds a value outside ±`limit` (acc is then garbage).
-    static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float, count: Int) -> Bool {
+    /// Which operands of a pass held a value outside ±`limit`.
+    struct OutOfRange: OptionSet, Equatable {
+        let rawValue: Int32
+        static let first = OutOfRange(rawValue: 1)
+        static let second = OutOfRange(rawValue: 2)
+    }
+
+    /// acc = wa·a + wb·b (the parked first contribution and the second, in one pass that also
+    /// checks both: a contribution parked unchecked is checked here, where its values are read
+    /// anyway, instead of in a pass of its own). Empty when both lie within ±`limit`; else acc
+    /// is garbage and a and b are as they were.
+    static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float, count: Int) -> OutOfRange {
         switch (a.encoding, b.encoding) {
         case (.fp32, .fp32): return firstTwo(acc, FP32(a.base), wa, FP32(b.base), wb, count)
-        case (.bf16, .bf16): return cohort_bf16_fuse_two(acc, a.base, wa, b.base, wb, count) != 0
+        case (.bf16, .bf16): return OutOfRange(rawValue: cohort_bf16_fuse_two(acc, a.base, wa, b.base, wb, count))
         case (.fp32, .bf16): return firstTwo(acc, FP32(a.base), wa, BF16(b.base), wb, count)
         case (.bf16, .fp32): return firstTwo(acc, BF16(a.base), wa, FP32(b.base), wb, count)
         }
@@ -106,7 +115,7 @@ enum Fusion {
     /// to, bit for bit.
     enum Reference {
         static func firstTwo(_ acc: UnsafeMutablePointer<Float>, bf16 a: UnsafeRawPointer, _ wa: Float, bf16 b: UnsafeRawPointer, _ wb: Float,
-                             count: Int) -> Bool {
+                             count: Int) -> OutOfRange {
             Fusion.firstTwo(acc, BF16(a), wa, BF16(b), wb, count)
         }
         static func single(_ acc: UnsafeMutablePointer<Float>, bf16 x: UnsafeRawPointer, _ w: Float, count: Int) -> Bool {
@@ -129,14 +138,15 @@ enum Fusion {
     // MARK: Specialised loops
 
     private static func firstTwo<A: Reader, B: Reader>(_ acc: UnsafeMutablePointer<Float>, _ a: A, _ wa: Float, _ b: B, _ wb: Float,
-                                                       _ count: Int) -> Bool {
-        var flags: UInt32 = 0
+                                                       _ count: Int) -> OutOfRange {
+        var flagsA: UInt32 = 0, flagsB: UInt32 = 0
         for i in 0..<count {
-            let y = b[i]
-            flags |= outOfRangeFlag(y)
-            acc[i] = a[i] * wa + y * wb
+            let x = a[i], y = b[i]
+            flagsA |= outOfRangeFlag(x)
+            flagsB |= outOfRangeFlag(y)
+            acc[i] = x * wa + y * wb
         }
-        return flags == 0
+        return OutOfRange(rawValue: (flagsA == 0 ? 0 : 1) | (flagsB == 0 ? 0 : 2))
     }
 
     private static func single<X: Reader>(_ acc: UnsafeMutablePointer<Float>, _ x: X, _ w: Float, _ count: Int) -> Bool {

@@ -91,11 +91,17 @@ public final class StepAggregator {
     /// One shard of decoded fp16, int8 or topk values, checked before they are added.
     private let scratch: UnsafeMutableBufferPointer<Float>
     private var shards: [ShardState]
+    /// Parked contributions that their fusing pass (or the deadline's close) found a value
+    /// outside ±2^64 in, after `contribute` had accepted them: see `takeLateRefusals()`.
+    private var lateRefusals: [(member: String, rejection: Rejection)] = []
 
     private struct ShardState {
         var arrived: Set<String> = []
         var weight: Double = 0
-        var parked: (owner: AnyObject, payload: Payload, weight: Float)?
+        /// The first contribution, kept in its frame until the second arrives. `checked`: its
+        /// range was checked on arrival (fp32, which the second may be fused into in place);
+        /// a bf16 one is checked by the pass that fuses it, or by `close(shard:)`.
+        var parked: (member: String, owner: AnyObject, payload: Payload, weight: Float, checked: Bool)?
         /// Where the shard's sum is when it is not in a pool buffer: an fp32 contribution's own
         /// frame, fused into in place (kept alive by `owner`).
         var inPlace: (sum: UnsafeMutablePointer<Float>, owner: AnyObject)?
@@ -173,9 +179,9 @@ public final class StepAggregator {
         // In the frame itself: fp32, ours to overwrite, and aligned for Float.
         let own = writable && encoding == .fp32 && Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0
             ? UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: Float.self)) : nil
-        // Checked for NaN, ±∞ and values beyond ±2^64 before anything of it is kept: in the pass
-        // that overwrites the accumulator where that is the first use (single, firstTwo), else
-        // in a pass of its own.
+        // Checked for NaN, ±∞ and values beyond ±2^64 before anything of it is used: in the pass
+        // that overwrites the accumulator where that is the first use (single, firstTwo, which
+        // also checks a bf16 contribution parked unchecked), else in a pass of its own.
         if arrivedBefore == 0 {
             if last, let own {
                 if let bad = Fusion.singleInPlace(own, w * scale, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
@@ -183,8 +189,13 @@ public final class StepAggregator {
             } else if last {
                 guard Fusion.single(sum(k), x, w * scale, count: range.count) else { return .failure(outOfRange(x, shard: k, count: range.count)) }
             } else {
-                if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
-                shards[k].parked = (owner, x, w)
+                // Parked: an fp32 contribution is checked now (the second may be fused into its
+                // own frame, which would be gone by the time this one turned out bad); a bf16
+                // one by the pass that fuses the two into a pool buffer, which reads it anyway
+                // and leaves both payloads as they were.
+                let checked = encoding == .fp32
+                if checked, let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
+                shards[k].parked = (member, owner, x, w, checked)
                 shards[k].arrived.insert(member)
                 shards[k].weight = weight
                 return .success(.parked)
@@ -197,9 +208,11 @@ public final class StepAggregator {
                 }
                 shards[k].inPlace = (own, owner)
             } else {
-                guard Fusion.firstTwo(sum(k), parked.payload, parked.weight * scale, x, w * scale, count: range.count) else {
-                    return .failure(outOfRange(x, shard: k, count: range.count))
-                }
+                let found = Fusion.firstTwo(sum(k), parked.payload, parked.weight * scale, x, w * scale, count: range.count)
+                if found.contains(.first) { refuseParked(shard: k) }
+                if found.contains(.second) { return .failure(outOfRange(x, shard: k, count: range.count)) }
+                // The parked one was refused: this one is now the shard's first.
+                if !found.isEmpty { return contribute(from: member, header: h, payload: payload, owner: owner, writable: writable) }
             }
             shards[k].parked = nil
         } else {
@@ -213,6 +226,25 @@ public final class StepAggregator {
             return .success(.complete(shard: k))
         }
         return .success(.fused)
+    }
+
+    /// Parked contributions refused after they were accepted (their member, why), since the
+    /// last call: a bf16 contribution's range is checked when the second contribution of its
+    /// shard is fused with it (or at the deadline), not on arrival. The caller counts and
+    /// records them as it does a rejected `contribute`; the refused member's shard k is no
+    /// longer among `arrived(shard:)`, and nothing of it is used.
+    public func takeLateRefusals() -> [(member: String, rejection: Rejection)] {
+        defer { lateRefusals.removeAll() }
+        return lateRefusals
+    }
+
+    /// Drops shard k's parked contribution, found out of range, as if it had been refused on arrival.
+    private func refuseParked(shard k: Int) {
+        guard let parked = shards[k].parked else { return }
+        shards[k].parked = nil
+        shards[k].arrived.remove(parked.member)
+        shards[k].weight = 0 // it was the only one in
+        lateRefusals.append((parked.member, outOfRange(parked.payload, shard: k, count: layout.range(k).count)))
     }
 
     /// The rejection of a contribution a fusing pass found a value outside ±2^64 in.
@@ -257,14 +289,19 @@ public final class StepAggregator {
     }
 
     /// At the step's deadline: completes shard k with the contributions that arrived, weighted
-    /// among themselves. False when nobody sent it (the step cannot complete).
+    /// among themselves. False when nobody sent it (the step cannot complete), which includes
+    /// a parked contribution found out of range now (see `takeLateRefusals()`).
     public func close(shard k: Int) -> Bool {
         if shards[k].complete { return true }
         guard !shards[k].arrived.isEmpty else { return false }
         let range = layout.range(k)
         let acc = sum(k)
         if let parked = shards[k].parked {
-            Fusion.single(acc, parked.payload, 1, count: range.count)
+            // Checked here when it was not on arrival; if it is out of range, nobody sent shard k.
+            guard Fusion.single(acc, parked.payload, 1, count: range.count) else {
+                refuseParked(shard: k)
+                return false
+            }
             shards[k].parked = nil
         } else {
             Fusion.scale(acc, Float(1 / shards[k].weight), count: range.count)
