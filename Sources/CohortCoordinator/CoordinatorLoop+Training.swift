@@ -309,7 +309,7 @@ extension CoordinatorLoop {
     private func refuseLate(_ run: JobRun, _ aggregator: StepAggregator) {
         for (member, rejection) in aggregator.takeLateRefusals() {
             if let sent = run.shardsFrom[member], sent > 0 { run.shardsFrom[member] = sent - 1 }
-            rejectShard(run, member, rejection.description)
+            rejectShard(run, member, "\(rejection.description) (found when it was fused with the next contribution)")
         }
     }
 

@@ -22,9 +22,10 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
     /// With `hostile`, it answers every step's parameters with poison instead of silence: a
     /// gradient of finite values large enough to overflow a weighted sum, one full of NaN, one
     /// of the wrong size, one for a stale step, one for another job, one for a job id beyond
-    /// Int64, and metrics with counts of Int.max.
+    /// Int64, and metrics with counts of Int.max. Its gradients travel in `encoding` (fp32 or
+    /// bf16: a bf16 job parks a first contribution unchecked and refuses it when it is fused).
     init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?,
-         hostile: Bool = false, partial: Partial? = nil) throws {
+         hostile: Bool = false, partial: Partial? = nil, encoding: ShardEncoding = .fp32) throws {
         let keys = try CurveKeyPair.load(from: keyPath)
         Thread { [self] in
             defer { done.signal() }
@@ -80,19 +81,23 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                     guard hostile, frames.count == 2,
                           case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }) else { continue }
                     let n = Int(p.elementCount)
-                    var header = ShardHeader(job: p.job, step: p.step, kind: .gradient, encoding: .fp32, shard: p.shard,
+                    func payload(_ values: [Float]) -> [UInt8] {
+                        guard encoding == .bf16 else { return values.withUnsafeBytes { Array($0) } }
+                        return values.flatMap { v in let b = BFloat16.encode(v); return [UInt8(b & 0xFF), UInt8(b >> 8)] }
+                    }
+                    var header = ShardHeader(job: p.job, step: p.step, kind: .gradient, encoding: encoding, shard: p.shard,
                                              shardCount: p.shardCount, elementOffset: p.elementOffset, elementCount: p.elementCount, sampleCount: 16)
                     // Finite, but weighted by 16 samples and summed it would overflow fp32 to ∞
                     // (every other step: the coordinator records one rejection per member and step).
                     if p.step % 2 == 0 {
-                        let overflowing = [Float](repeating: 3e38, count: n).withUnsafeBytes { Array($0) }
+                        let overflowing = payload([Float](repeating: 3e38, count: n))
                         try? data.send([.bytes(Message.shard(header).encode()), .bytes(overflowing)])
                     }
-                    let nan = [Float](repeating: .nan, count: n).withUnsafeBytes { Array($0) }
+                    let nan = payload([Float](repeating: .nan, count: n))
                     try? data.send([.bytes(Message.shard(header).encode()), .bytes(nan)])
-                    let short = [Float](repeating: 1, count: max(n - 1, 0)).withUnsafeBytes { Array($0) }
+                    let short = payload([Float](repeating: 1, count: max(n - 1, 0)))
                     try? data.send([.bytes(Message.shard(header).encode()), .bytes(short)])
-                    let huge = [Float](repeating: 1e6, count: n).withUnsafeBytes { Array($0) }
+                    let huge = payload([Float](repeating: 1e6, count: n))
                     header.step = p.step &- 1
                     try? data.send([.bytes(Message.shard(header).encode()), .bytes(huge)])
                     header.step = p.step
@@ -121,7 +126,7 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
 struct StallingWorkerTests {
     /// Enrols a fake member of `institution` and starts it on an MLP 64-hidden-10 over digits.
     func fake(_ c: CoordinatorProcess, _ name: String, _ institution: String, hidden: Int,
-              hostile: Bool = false, partial: StallingWorker.Partial? = nil) async throws -> StallingWorker {
+              hostile: Bool = false, partial: StallingWorker.Partial? = nil, encoding: ShardEncoding = .fp32) async throws -> StallingWorker {
         let token = try await c.cli(["admin", "token", "--institution", institution, "--role", "worker"])
         let key = c.dataDir + "/\(name)/key"
         let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", name],
@@ -132,7 +137,7 @@ struct StallingWorkerTests {
         return try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
                                   serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
                                   model: .mlp(.init(inputs: 64, hidden: [hidden], classes: 10)), contentHash: hash,
-                                  hostile: hostile, partial: partial)
+                                  hostile: hostile, partial: partial, encoding: encoding)
     }
 
     /// Submits `spec`, waits for it to end (it must complete), and returns its id and events.
@@ -237,18 +242,21 @@ struct StallingWorkerTests {
         withExtendedLifetime(fakes) {}
     }
 
-    @Test func poisonedShardsInsideAValidSessionAreRejectedAndTheResultIsUnaffected() async throws {
+    /// In fp32 and in bf16, whose first contribution of a shard is parked unchecked and
+    /// refused only when the pass that fuses the next one with it finds the poison.
+    @Test(arguments: [ShardEncoding.fp32, .bf16])
+    func poisonedShardsInsideAValidSessionAreRejectedAndTheResultIsUnaffected(encoding: ShardEncoding) async throws {
         let c = try CoordinatorProcess(deadlineSlack: 0.3)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
-        let mallory = try await fake(c, "mallory", "mit", hidden: 64, hostile: true)
+        let mallory = try await fake(c, "mallory", "mit", hidden: 64, hostile: true, encoding: encoding)
         try await Task.sleep(for: .seconds(1))
         let (id, events) = try await complete(c, """
             name: under-attack
             model: {kind: mlp, hidden: [64]}
             data: {dataset: digits}
             optimizer: {kind: sgd, lr: 0.1, momentum: 0.9, nesterov: true}
-            training: {steps: 40, global-batch-size: 48}
+            training: {steps: 40, global-batch-size: 48, shard-encoding: \(encoding)}
             eval-every: 0
             seed: 9
             cluster: {min-workers: 3}
