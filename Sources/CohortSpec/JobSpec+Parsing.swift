@@ -94,6 +94,7 @@ extension JobSpec {
             {
                 if value > 65536 { f.report("training.shard-size-kib", node, "must be an integer from 4 to 65536 (KiB), got \(value)") }
                 training.shardSizeKiB = value
+                training.shardSizeKiBIsSet = true
             }
             if let node = optional(map, "shard-encoding"), let value = f.choice(node, "training.shard-encoding", ShardEncoding.self) {
                 training.shardEncoding = value

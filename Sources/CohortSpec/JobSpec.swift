@@ -181,6 +181,8 @@ public struct JobSpec: Sendable, Hashable {
         /// Shard size of the flat gradient and parameter buffers on the wire, in KiB of fp32
         /// (256 elements a KiB).
         public var shardSizeKiB: Int = 1024
+        /// The spec sets `shard-size-kib` (rather than taking the encoding's default).
+        public var shardSizeKiBIsSet = false
         /// The default `shardSizeKiB`: shards of 1 MiB on the way up. fp32 takes 2^18 elements;
         /// the two-byte encodings (bf16, fp16) take 2^19, which is 2048 KiB of fp32. A message
         /// of half a MiB costs more per byte (the libzmq I/O thread and the receiver wake twice

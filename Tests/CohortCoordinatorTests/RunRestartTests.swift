@@ -68,6 +68,70 @@ struct RunRestartTests {
     }
 }
 
+/// A bf16 job without `shard-size-kib` took 2^18-element shards before bf16's default became
+/// 2^19. A checkpoint written mid-step lists the shards that step had updated, by index: a run
+/// resumed from it keeps the layout those indices were counted in (recorded beside them; 2^18
+/// when an older checkpoint does not say), so that no range takes the step twice or never.
+struct ResumedLayoutTests {
+    let description = ModelDescription.mlp(.init(inputs: 1000, hidden: [600], classes: 2)) // 601,802 parameters
+
+    func spec(_ training: String) throws -> JobSpec {
+        try JobSpec.parse(yaml: """
+            name: layout
+            model: {kind: mlp, inputs: 1000, hidden: [600], classes: 2}
+            data: {dataset: digits}
+            optimizer: {kind: sgd, lr: 0.01}
+            training: {steps: 10, global-batch-size: 8, \(training)}
+            """)
+    }
+
+    func run(_ spec: JobSpec, _ state: JobRun.TrainingState?) throws -> JobRun {
+        let run = JobRun(job: 1, spec: spec, members: ["a"], state: state)
+        let model = String(decoding: try JSONEncoder().encode(description), as: UTF8.self)
+        run.ready["a"] = TrainingNotice.Ready(job: 1, model: model, parameterCount: 0, trainExamples: 8, contentHash: "h")
+        try run.start()
+        return run
+    }
+
+    /// A fresh state restored from `metadata`, as a restarted coordinator builds it from a checkpoint.
+    func restored(_ spec: JobSpec, _ metadata: [String: String]) throws -> JobRun.TrainingState {
+        let model = try Model(description, seed: 1)
+        let state = JobRun.TrainingState(model: model, optimizer: spec.coordinatorOptimizer,
+                                         optimizerState: spec.coordinatorOptimizer.makeState(parameterCount: model.parameterCount), step: 0)
+        state.restore(from: metadata)
+        return state
+    }
+
+    @Test func aRunResumedMidStepKeepsTheLayoutItsUpdatedShardsWereCountedIn() throws {
+        let bf16 = try spec("shard-encoding: bf16")
+        let first = try run(bf16, nil)
+        let aggregator = try #require(first.aggregator)
+        #expect(aggregator.layout.shardElements == 1 << 19, "bf16's default")
+        // Shard 1 complete and updated (ones in bf16), then the coordinator checkpoints mid-step.
+        let r = aggregator.layout.range(1)
+        let frame = Frame((0..<r.count).flatMap { _ in [UInt8(0x80), UInt8(0x3F)] })
+        let h = ShardHeader(job: 1, step: 0, kind: .gradient, encoding: .bf16, shard: 1, shardCount: UInt32(aggregator.layout.shardCount),
+                            elementOffset: UInt64(r.lowerBound), elementCount: UInt32(r.count), sampleCount: 8)
+        #expect(frame.bytes.withUnsafeBytes { aggregator.contribute(from: "a", header: h, payload: $0, owner: frame) } == .success(.complete(shard: 1)))
+        first.applyShard(1)
+        let metadata = try #require(first.state).checkpointMetadata
+        #expect(metadata["cohort.applied-shards"] == "1")
+        #expect(metadata["cohort.applied-shard-elements"] == "\(1 << 19)")
+
+        // Resumed by a version whose default differs: the recorded layout holds for that step.
+        let recordedElsewhere = try restored(bf16, ["cohort.applied-shards": "1", "cohort.applied-shard-elements": "\(1 << 17)"])
+        #expect(try run(bf16, recordedElsewhere).aggregator?.layout.shardElements == 1 << 17)
+        #expect(try run(bf16, try restored(bf16, metadata)).aggregator?.layout.shardElements == 1 << 19)
+        // A checkpoint from before the size was recorded: that version's default, 2^18, unless the spec set one.
+        let older = ["cohort.applied-shards": "0,1,2"]
+        #expect(try run(bf16, try restored(bf16, older)).aggregator?.layout.shardElements == 1 << 18)
+        let explicit = try spec("shard-encoding: bf16, shard-size-kib: 2048")
+        #expect(try run(explicit, try restored(explicit, older)).aggregator?.layout.shardElements == 1 << 19)
+        // At a step boundary (nothing updated yet), the spec's layout.
+        #expect(try run(bf16, try restored(bf16, [:])).aggregator?.layout.shardElements == 1 << 19)
+    }
+}
+
 /// A `per-site` job compares only what must be shared: the vocabulary of a text dataset (its
 /// members' data differ by design).
 struct PerSiteReadyTests {

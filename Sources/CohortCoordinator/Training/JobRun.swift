@@ -133,13 +133,18 @@ final class JobRun {
         /// member lost or joining) redoes the step's exchange but must not update these again:
         /// that would apply the step twice to them, and count it twice in the optimizer's moments.
         var appliedThisStep: Set<Int> = []
+        /// The shard size `appliedThisStep` counts in (`JobRun.shardElements(_:resuming:)`).
+        var appliedShardElements: Int?
 
         /// What a checkpoint records beside the tensors: the shards the step in progress had
         /// updated (one written mid-step, when the coordinator stops), and the job's totals, so
         /// that a restarted coordinator's status and metrics go on from them instead of from 0.
         var checkpointMetadata: [String: String] {
             var m = [Self.trainSecondsKey: "\(trainSeconds)", Self.bytesInKey: "\(bytesIn)", Self.bytesOutKey: "\(bytesOut)"]
-            if !appliedThisStep.isEmpty { m[Self.appliedShardsKey] = appliedThisStep.sorted().map(String.init).joined(separator: ",") }
+            if !appliedThisStep.isEmpty {
+                m[Self.appliedShardsKey] = appliedThisStep.sorted().map(String.init).joined(separator: ",")
+                if let appliedShardElements { m[Self.appliedShardElementsKey] = "\(appliedShardElements)" }
+            }
             return m
         }
 
@@ -147,6 +152,7 @@ final class JobRun {
         /// from before it was kept) or implausible leaves its default.
         func restore(from metadata: [String: String]) {
             appliedThisStep = Set(metadata[Self.appliedShardsKey]?.split(separator: ",").compactMap { Int($0) } ?? [])
+            appliedShardElements = metadata[Self.appliedShardElementsKey].flatMap { Int($0) }.flatMap { $0 > 0 && $0 <= 1 << 24 ? $0 : nil }
             trainSeconds = metadata[Self.trainSecondsKey].flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil } ?? 0
             // Within [0, 2^56]: a total near Int.max would trap at the next addition.
             func total(_ key: String) -> Int { metadata[key].flatMap { Int($0) }.map { min(max(0, $0), 1 << 56) } ?? 0 }
@@ -155,6 +161,7 @@ final class JobRun {
         }
 
         static let appliedShardsKey = "cohort.applied-shards"
+        static let appliedShardElementsKey = "cohort.applied-shard-elements"
         static let trainSecondsKey = "cohort.train-seconds"
         static let bytesInKey = "cohort.bytes-in"
         static let bytesOutKey = "cohort.bytes-out"
@@ -183,12 +190,24 @@ final class JobRun {
         self.site = site
         uplink = members.filter { site[$0]?.role != .member }
         self.state = state
-        shardElements = spec.training.shardSizeKiB * 256 // fp32 elements per shard
+        shardElements = Self.shardElements(spec, resuming: state)
         encoding = ShardEncoding(named: spec.training.shardEncoding.rawValue) ?? .fp32
         downlink = ShardCodec(ShardEncoding(named: spec.training.downlinkEncoding.rawValue) ?? .fp32, topKFraction: spec.training.topKFraction)
     }
 
     var steps: Int { spec.training.steps }
+
+    /// Elements per shard: the spec's (`shard-size-kib`, or its encoding's default), except in
+    /// a step some of whose shards were already updated (a run resumed mid-step, from memory or
+    /// from a checkpoint). The layout those shards were counted in is kept then, so that their
+    /// indices name the same ranges even if the default changed in between (a checkpoint of an
+    /// older version). A checkpoint that does not record it is from before bf16 and fp16 took
+    /// 2^19-element shards by default, when every encoding's default was 2^18.
+    static func shardElements(_ spec: JobSpec, resuming state: TrainingState?) -> Int {
+        let fromSpec = spec.training.shardSizeKiB * 256 // fp32 elements per shard
+        guard let state, !state.appliedThisStep.isEmpty else { return fromSpec }
+        return state.appliedShardElements ?? (spec.training.shardSizeKiBIsSet ? fromSpec : 1024 * 256)
+    }
 
     func assignment(rank: Int) -> TrainingNotice.Assignment {
         var a = TrainingNotice.Assignment(job: job, spec: "", rank: rank, worldSize: members.count, shardElements: shardElements,
@@ -390,6 +409,7 @@ final class JobRun {
     /// Applies the optimizer to shard k with the fused gradient.
     func applyShard(_ k: Int, gradientScale: Float = 1) {
         guard let state, let aggregator, state.appliedThisStep.insert(k).inserted else { return }
+        state.appliedShardElements = shardElements
         let range = aggregator.layout.range(k)
         let lr = spec.coordinatorLearningRate(step: state.step)
         state.optimizer.step(range: range, parameters: state.model.parameters.buffer, gradientOfRange: aggregator.gradient(shard: k),
