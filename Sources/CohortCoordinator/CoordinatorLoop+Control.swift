@@ -31,7 +31,11 @@ extension CoordinatorLoop {
             if case let .principal(p) = caller { institution = p.institution; name = p.name }
             let worker = try store.register(WorkerRegistration(name: name, institution: institution, cores: r.cores,
                                                                memoryBytes: r.memoryBytes, accelerators: r.accelerators))
+            // A worker that registers again (a new connection, after a restart on either side)
+            // replaces its old identity: the map holds one per worker, not one per connection ever made.
+            workerByIdentity = workerByIdentity.filter { $0.value != worker.id }
             workerByIdentity[identity] = worker.id
+            stats.workerConnections.store(workerByIdentity.count, ordering: .relaxed)
             controlIdentity[name] = identity
             siteEndpoints[name] = r.siteEndpoint
             lastSeen[worker.id] = Date()

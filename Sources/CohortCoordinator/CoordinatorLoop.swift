@@ -16,6 +16,9 @@ public final class CoordinatorStats: Sendable {
     public let denied = Atomic<Int>(0)
     /// Gradient shards refused (stale, duplicate, wrong size or encoding, NaN/Inf): never applied.
     public let rejectedShards = Atomic<Int>(0)
+    /// Control connections the coordinator maps to a worker: one per registered worker, however
+    /// often workers reconnect (each reconnection is a new routing identity).
+    public let workerConnections = Atomic<Int>(0)
     public init() {}
 }
 

@@ -181,3 +181,46 @@ struct SecurityTests {
         #expect(Access.allowed("anything-new", on: .api) == [.admin])
     }
 }
+
+/// A worker that reconnects registers on a new connection (a new routing identity): the
+/// coordinator keeps one connection per worker, so a worker that restarts all year does not
+/// grow its maps, and heartbeats on the new connection count.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct ReconnectionTests {
+    @Test func aWorkerThatRegistersAgainReplacesItsOldConnection() async throws {
+        let c = try TestCoordinator()
+        try await onDedicatedThread {
+            let keys = try c.enrolled("worker", at: "pku", name: "pku-01")
+            let other = try c.enrolled("worker", at: "sjtu", name: "sjtu-01")
+            func register(_ keys: CurveKeyPair, _ name: String) throws -> Socket {
+                let socket = try Socket(try Context(), .dealer)
+                try socket.setLinger(milliseconds: 0)
+                try socket.setTimeouts(receiveMilliseconds: 5000, sendMilliseconds: 5000)
+                try socket.makeCurveClient(keys: keys, serverKey: c.serverKey)
+                try socket.connect(c.settings.address.endpoints.control)
+                let request = try ApiRequest(requestId: 1, method: ApiMethod.register,
+                                             json: RegisterRequest(name: name, institution: "", cores: 4, memoryBytes: 1 << 30))
+                try socket.send(Message.apiRequest(request).encode())
+                guard case let .apiReply(r) = try socket.receive()[0].withUnsafeBytes({ try Message.decode($0) }) else {
+                    throw TransportError.misconfigured("expected a reply")
+                }
+                #expect(r.status == .ok)
+                return socket
+            }
+            let stays = try register(other, "sjtu-01")
+            var last: Socket?
+            for _ in 0..<20 { last = try register(keys, "pku-01") }
+            #expect(c.running.stats.workerConnections.load(ordering: .relaxed) == 2, "one connection per worker")
+            // The latest connection is the worker's: its heartbeat is echoed.
+            let socket = try #require(last)
+            try socket.send(Message.heartbeat(Heartbeat(sequence: 7, sentAtNanos: 0)).encode())
+            guard case let .heartbeat(beat) = try socket.receive()[0].withUnsafeBytes({ try Message.decode($0) }) else {
+                Issue.record("expected the heartbeat back")
+                return
+            }
+            #expect(beat.sequence == 7)
+            #expect(try c.client().workers().count == 2)
+            withExtendedLifetime(stays) {}
+        }
+    }
+}
