@@ -139,11 +139,7 @@ struct SecurityTests {
             #expect(error?.description == "sjtu-07 (worker) may not call `jobs` on the api endpoint")
 
             // Registering while claiming another institution: the enrolled one is recorded.
-            let socket = try Socket(try Context(), .dealer)
-            try socket.setLinger(milliseconds: 0)
-            try socket.setTimeouts(receiveMilliseconds: 5000, sendMilliseconds: 5000)
-            try socket.makeCurveClient(keys: keys, serverKey: c.serverKey)
-            try socket.connect(c.settings.address.endpoints.control)
+            let socket = try c.controlSocket(keys: keys)
             let claim = try ApiRequest(requestId: 1, method: ApiMethod.register,
                                        json: RegisterRequest(name: "pku-99", institution: "pku", cores: 4, memoryBytes: 1 << 30))
             try socket.send(Message.apiRequest(claim).encode())
@@ -156,11 +152,7 @@ struct SecurityTests {
     @Test func anUnenrolledKeyCannotRegisterAsAWorker() async throws {
         let c = try TestCoordinator()
         try await onDedicatedThread {
-            let socket = try Socket(try Context(), .dealer)
-            try socket.setLinger(milliseconds: 0)
-            try socket.setTimeouts(receiveMilliseconds: 5000, sendMilliseconds: 5000)
-            try socket.makeCurveClient(keys: try CurveKeyPair.generate(), serverKey: c.serverKey)
-            try socket.connect(c.settings.address.endpoints.control)
+            let socket = try c.controlSocket(keys: try CurveKeyPair.generate())
             let request = try ApiRequest(requestId: 1, method: ApiMethod.register,
                                          json: RegisterRequest(name: "evil", institution: "pku", cores: 4, memoryBytes: 1 << 30))
             try socket.send(Message.apiRequest(request).encode())
@@ -193,11 +185,7 @@ struct ReconnectionTests {
             let keys = try c.enrolled("worker", at: "pku", name: "pku-01")
             let other = try c.enrolled("worker", at: "sjtu", name: "sjtu-01")
             func register(_ keys: CurveKeyPair, _ name: String) throws -> Socket {
-                let socket = try Socket(try Context(), .dealer)
-                try socket.setLinger(milliseconds: 0)
-                try socket.setTimeouts(receiveMilliseconds: 5000, sendMilliseconds: 5000)
-                try socket.makeCurveClient(keys: keys, serverKey: c.serverKey)
-                try socket.connect(c.settings.address.endpoints.control)
+                let socket = try c.controlSocket(keys: keys)
                 let request = try ApiRequest(requestId: 1, method: ApiMethod.register,
                                              json: RegisterRequest(name: name, institution: "", cores: 4, memoryBytes: 1 << 30))
                 try socket.send(Message.apiRequest(request).encode())
@@ -222,5 +210,17 @@ struct ReconnectionTests {
             #expect(try c.client().workers().count == 2)
             withExtendedLifetime(stays) {}
         }
+    }
+}
+
+extension TestCoordinator {
+    /// A worker's control connection with these keys (nothing sent yet).
+    func controlSocket(keys: CurveKeyPair) throws -> Socket {
+        let socket = try Socket(try Context(), .dealer)
+        try socket.setLinger(milliseconds: 0)
+        try socket.setTimeouts(receiveMilliseconds: 5000, sendMilliseconds: 5000)
+        try socket.makeCurveClient(keys: keys, serverKey: serverKey)
+        try socket.connect(settings.address.endpoints.control)
+        return socket
     }
 }
