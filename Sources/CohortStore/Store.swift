@@ -90,11 +90,9 @@ extension Store {
               jobId: row["job_id"], workerId: row["worker_id"], detail: row["detail"])
     }
 
-    /// Events, oldest first; of one job when `job` is given; only those after `afterId`.
-    /// Events after `afterId`, oldest first, at most `limit` (of one job, of one actor, when given:
-    /// filtered before the limit).
-    /// Events after `afterId`, oldest first, at most `limit`: the first `limit` of them, or with
-    /// `newest` the last `limit` (still oldest first), which is what a look at the log wants.
+    /// Events after `afterId`, oldest first, at most `limit` (of one job, of one actor, when
+    /// given: filtered before the limit): the first `limit` of them, or with `newest` the last
+    /// `limit` (still oldest first), which is what a look at the log wants.
     public func events(job: Job.ID? = nil, actor: String? = nil, afterId: Int64 = 0, limit: Int = 1000,
                        newest: Bool = false) throws(StoreError) -> [Event] {
         try read { db in

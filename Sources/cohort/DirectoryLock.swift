@@ -10,7 +10,8 @@ import Glibc
 /// Locking the directory needs no write access to it; the holder's pid goes, if it can, to
 /// DIR/NAME.pid, only to name it in the message a second process gets.
 struct DirectoryLock {
-    private let fd: Int32?
+    /// Open while the process runs: closing it would drop the lock.
+    private let fd: Int32
 
     /// Takes the lock, or throws a failure naming the process that holds it. A directory that
     /// cannot be locked at all (a filesystem without flock) is used unlocked, as before locks.

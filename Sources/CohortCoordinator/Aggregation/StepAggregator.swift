@@ -98,10 +98,10 @@ public final class StepAggregator {
     private struct ShardState {
         var arrived: Set<String> = []
         var weight: Double = 0
-        /// The first contribution, kept in its frame until the second arrives. `checked`: its
-        /// range was checked on arrival (fp32, which the second may be fused into in place);
-        /// a bf16 one is checked by the pass that fuses it, or by `close(shard:)`.
-        var parked: (member: String, owner: AnyObject, payload: Payload, weight: Float, checked: Bool)?
+        /// The first contribution, kept in its frame until the second arrives. An fp32 one was
+        /// checked on arrival (the second may be fused into in place); a bf16 one is checked by
+        /// the pass that fuses it, or by `close(shard:)`.
+        var parked: (member: String, owner: AnyObject, payload: Payload, weight: Float)?
         /// Where the shard's sum is when it is not in a pool buffer: an fp32 contribution's own
         /// frame, fused into in place (kept alive by `owner`).
         var inPlace: (sum: UnsafeMutablePointer<Float>, owner: AnyObject)?
@@ -193,9 +193,8 @@ public final class StepAggregator {
                 // own frame, which would be gone by the time this one turned out bad); a bf16
                 // one by the pass that fuses the two into a pool buffer, which reads it anyway
                 // and leaves both payloads as they were.
-                let checked = encoding == .fp32
-                if checked, let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
-                shards[k].parked = (member, owner, x, w, checked)
+                if encoding == .fp32, let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
+                shards[k].parked = (member, owner, x, w)
                 shards[k].arrived.insert(member)
                 shards[k].weight = weight
                 return .success(.parked)
