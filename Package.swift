@@ -36,7 +36,7 @@ let package = Package(
         // -fno-math-errno: Float.squareRoot() is the C shim's sqrtf, which otherwise keeps a
         // branch per element to set errno on negative input; without it AdamW's loop becomes
         // sqrtps and runs 2.5–3× faster, with the same correctly rounded results.
-        .target(name: "CohortCompute", dependencies: ["CBLAS", "CZlib"],
+        .target(name: "CohortCompute", dependencies: ["CBLAS", "CZlib", "CKernels"],
                 swiftSettings: strict + [.unsafeFlags(["-Xcc", "-fno-math-errno"])]),
         .target(name: "CohortStore", dependencies: [
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -115,4 +115,46 @@ struct OptimizerTests {
         #expect(abs(whole - exact) <= 1e-5 * exact)
         #expect(abs(parts - exact) <= 1e-5 * exact)
     }
+
+    /// AdamW's loop in C (one clone per vector width) gives the Swift loop's bits in p, m and v,
+    /// at every length around the vector widths, for several steps, scales and settings.
+    @Test(arguments: [Optimizer.AdamW(), .init(beta1: 0.8, beta2: 0.99, epsilon: 1e-6, weightDecay: 0.1)])
+    func adamWKernelIsTheSwiftLoop(_ settings: Optimizer.AdamW) {
+        for count in Array(0...40) + [255, 256, 257, 1000] {
+            let seed = UInt64(4 * count)
+            let g = randomFloats(count, seed: seed, scale: 2)
+            var p = randomFloats(count, seed: seed + 1)
+            var m = randomFloats(count, seed: seed + 2, scale: 0.05)
+            var v = randomFloats(count, seed: seed + 3, scale: 0.1).map { $0 * $0 }
+            if count > 2 { v[1] = 0; m[1] = 0; p[2] = 0 }
+            for (t, scale) in [(1, Float(1)), (2, 0.37), (1000, 1)] {
+                var (p1, m1, v1) = (p, m, v)
+                var state = m + v
+                p.withUnsafeMutableBufferPointer { pp in
+                    g.withUnsafeBufferPointer { gg in
+                        state.withUnsafeMutableBufferPointer { ss in
+                            Optimizer.adamW(settings).step(range: 0..<count, parameters: pp, gradients: gg, state: ss,
+                                                           learningRate: 0.01, t: t, gradientScale: scale)
+                        }
+                    }
+                }
+                p1.withUnsafeMutableBufferPointer { pp in
+                    g.withUnsafeBufferPointer { gg in
+                        m1.withUnsafeMutableBufferPointer { mm in
+                            v1.withUnsafeMutableBufferPointer { vv in
+                                if count > 0 {
+                                    Optimizer.adamWStepReference(settings, p: pp.baseAddress!, g: gg.baseAddress!, m: mm.baseAddress!,
+                                                                 v: vv.baseAddress!, count: count, lr: 0.01, t: t, scale: scale)
+                                }
+                            }
+                        }
+                    }
+                }
+                #expect(p.map(\.bitPattern) == p1.map(\.bitPattern), "p, count \(count), t \(t)")
+                #expect(Array(state[0..<count]).map(\.bitPattern) == m1.map(\.bitPattern), "m, count \(count), t \(t)")
+                #expect(Array(state[count...]).map(\.bitPattern) == v1.map(\.bitPattern), "v, count \(count), t \(t)")
+                (m, v) = (Array(state[0..<count]), Array(state[count...]))
+            }
+        }
+    }
 }

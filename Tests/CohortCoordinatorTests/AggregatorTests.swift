@@ -452,6 +452,32 @@ extension AggregatorTests {
     /// The first index where two results' bits differ.
     func firstDifference(_ x: [UInt32], _ y: [UInt32]) -> Int? { x.indices.first { x[$0] != y[$0] } }
 
+    /// The fusion loops a round runs (C kernels) against the Swift loops (`Fusion.Reference`)
+    /// for payloads x and y, each pass starting from `start`: the same verdicts, and the same
+    /// bits wherever the verdict lets the result be used. `add` only with a clean x (its
+    /// contribution is checked before it is called).
+    func expectKernelsMatchTheSwiftLoops(_ x: Payload, _ y: Payload, count: Int, firstIsClean: Bool, start: [Float],
+                                         sourceLocation: SourceLocation = #_sourceLocation) {
+        func run<Verdict>(_ body: (UnsafeMutablePointer<Float>) -> Verdict) -> ([UInt32], Verdict) {
+            var acc = start
+            let verdict = acc.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+            return (acc.map(\.bitPattern), verdict)
+        }
+        let two = run { Fusion.firstTwo($0, x, 0.25, y, 0.75, count: count) }
+        let twoRef = run { Fusion.Reference.firstTwo($0, x, 0.25, y, 0.75, count: count) }
+        #expect(two.1 == twoRef.1, "firstTwo's verdict, count \(count)", sourceLocation: sourceLocation)
+        if twoRef.1.isEmpty { #expect(firstDifference(two.0, twoRef.0) == nil, "firstTwo, count \(count)", sourceLocation: sourceLocation) }
+        let one = run { Fusion.single($0, y, 3, count: count) }
+        let oneRef = run { Fusion.Reference.single($0, y, 3, count: count) }
+        #expect(one.1 == oneRef.1, "single's verdict, count \(count)", sourceLocation: sourceLocation)
+        if oneRef.1 { #expect(firstDifference(one.0, oneRef.0) == nil, "single, count \(count)", sourceLocation: sourceLocation) }
+        for scale: Float in [1, 0.3] where firstIsClean {
+            let add = run { Fusion.add($0, x, 7, scale: scale, count: count); return true }
+            let addRef = run { Fusion.Reference.add($0, x, 7, scale: scale, count: count); return true }
+            #expect(firstDifference(add.0, addRef.0) == nil, "add, scale \(scale), count \(count)", sourceLocation: sourceLocation)
+        }
+    }
+
     /// The bf16 fusion loops in C (CKernels) give the Swift loops' bits and verdicts, at every
     /// length around the vector widths, from unaligned payloads.
     @Test func theBF16FusionKernelsAreTheSwiftLoops() {
@@ -461,11 +487,6 @@ extension AggregatorTests {
         let poisoned = Self.bf16Payload(count: n + 1, seed: 3, finiteOnly: false)
         var rng = SeededGenerator(seed: 4)
         let start = (0..<n).map { _ in Float.random(in: -100...100, using: &rng) }
-        func run<Verdict>(_ body: (UnsafeMutablePointer<Float>) -> Verdict) -> ([UInt32], Verdict) {
-            var acc = start
-            let ok = acc.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
-            return (acc.map(\.bitPattern), ok)
-        }
         for count in Array(0...70) + [255, 256, 257, 4095, 4096, n] {
             // Either operand poisoned, or both: the pass reports each (the parked one is checked there).
             for (a, b) in [(a, clean), (a, poisoned), (poisoned, clean), (poisoned, poisoned)] {
@@ -474,19 +495,8 @@ extension AggregatorTests {
                     b.withUnsafeBytes { pb in
                         // One byte in: the payloads are unaligned, as a received frame may be.
                         let x = pa.baseAddress! + 2, y = pb.baseAddress! + 2
-                        let two = run { Fusion.firstTwo($0, Payload(base: x, encoding: .bf16), 0.25, Payload(base: y, encoding: .bf16), 0.75, count: count) }
-                        let twoRef = run { Fusion.Reference.firstTwo($0, bf16: x, 0.25, bf16: y, 0.75, count: count) }
-                        #expect(two.1 == twoRef.1, "firstTwo's verdict, count \(count)")
-                        if twoRef.1.isEmpty { #expect(firstDifference(two.0, twoRef.0) == nil, "firstTwo, count \(count)") }
-                        let one = run { Fusion.single($0, Payload(base: y, encoding: .bf16), 3, count: count) }
-                        let oneRef = run { Fusion.Reference.single($0, bf16: y, 3, count: count) }
-                        #expect(one.1 == oneRef.1, "single's verdict, count \(count)")
-                        if oneRef.1 { #expect(firstDifference(one.0, oneRef.0) == nil, "single, count \(count)") }
-                        for scale: Float in [1, 0.3] where aIsClean {
-                            let add = run { Fusion.add($0, Payload(base: x, encoding: .bf16), 7, scale: scale, count: count); return true }
-                            let addRef = run { Fusion.Reference.add($0, bf16: x, 7, scale: scale, count: count); return true }
-                            #expect(firstDifference(add.0, addRef.0) == nil, "add, scale \(scale), count \(count)")
-                        }
+                        expectKernelsMatchTheSwiftLoops(Payload(base: x, encoding: .bf16), Payload(base: y, encoding: .bf16),
+                                                        count: count, firstIsClean: aIsClean, start: start)
                         #expect(Fusion.firstOutOfRange(Payload(base: y, encoding: .bf16), count: count)
                             == Fusion.Reference.firstOutOfRange(bf16: y, count: count), "firstOutOfRange, count \(count)")
                     }
@@ -575,6 +585,54 @@ extension AggregatorTests {
                     #expect(checked == bad, "firstOutOfRange, count \(count), bad at \(bad ?? -1)")
                     #expect(checked == b.withUnsafeBytes { Fusion.Reference.firstOutOfRange(fp32: $0.baseAddress!, count: count) })
                 }
+            }
+        }
+    }
+
+    /// The fp32 fusion loops into a pool buffer (contributions read from a worker's shared
+    /// memory) in C give the Swift loops' bits and verdicts, at every length around the vector
+    /// widths, from unaligned payloads, with either operand poisoned or both.
+    @Test func theFP32PoolFusionKernelsAreTheSwiftLoops() {
+        var rng = SeededGenerator(seed: 8)
+        let n = 1100
+        func payload(poisonAt bad: [Int], with poison: Float) -> [UInt8] {
+            var values = (0..<n + 1).map { _ in Float.random(in: -1e6...1e6, using: &rng) }
+            values[1] = -0.0
+            values[2] = 0x1.fffffep63 // the largest value in range
+            values[3] = .leastNonzeroMagnitude
+            for i in bad { values[i] = poison }
+            var bytes = [UInt8](repeating: 0, count: 4 * values.count + 1)
+            bytes.withUnsafeMutableBytes { d in values.withUnsafeBytes { d.baseAddress!.advanced(by: 1).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            return bytes
+        }
+        let start = (0..<n).map { _ in Float.random(in: -100...100, using: &rng) }
+        func verdict(_ a: [UInt8], _ b: [UInt8], count: Int) -> Fusion.OutOfRange {
+            var acc = start
+            return a.withUnsafeBytes { pa in
+                b.withUnsafeBytes { pb in
+                    acc.withUnsafeMutableBufferPointer {
+                        Fusion.firstTwo($0.baseAddress!, Payload(base: pa.baseAddress! + 1, encoding: .fp32), 1,
+                                        Payload(base: pb.baseAddress! + 1, encoding: .fp32), 1, count: count)
+                    }
+                }
+            }
+        }
+        for poison: Float in [.nan, -.infinity, 0x1p64] {
+            let clean = payload(poisonAt: [], with: poison), cleanToo = payload(poisonAt: [], with: poison)
+            let early = payload(poisonAt: [0], with: poison), late = payload(poisonAt: [n - 1], with: poison)
+            for count in Array(0...40) + [255, 256, 257, 600, n] {
+                for (a, b) in [(clean, cleanToo), (clean, late), (early, cleanToo), (early, late), (late, clean)] {
+                    a.withUnsafeBytes { pa in
+                        b.withUnsafeBytes { pb in
+                            let x = pa.baseAddress! + 1, y = pb.baseAddress! + 1 // unaligned, as a payload may be
+                            expectKernelsMatchTheSwiftLoops(Payload(base: x, encoding: .fp32), Payload(base: y, encoding: .fp32),
+                                                            count: count, firstIsClean: a == clean, start: start)
+                        }
+                    }
+                }
+                // The verdicts name the right operand: an early bad value in a only, a late one in b only.
+                let want: Fusion.OutOfRange = [count > 0 ? .first : [], count == n ? .second : []]
+                #expect(verdict(early, late, count: count) == want, "firstTwo's verdict names the operands, count \(count)")
             }
         }
     }

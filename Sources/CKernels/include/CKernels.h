@@ -64,4 +64,23 @@ size_t cohort_fp32_fuse_two_in_place(float *b, float wb, const void *a, float wa
 /// b[i] = b[i]·w, checked as cohort_fp32_fuse_two_in_place is.
 size_t cohort_fp32_scale_in_place(float *b, float w, size_t count);
 
+// The same fusion with fp32 operands (x, a and b may be unaligned): for contributions the hub
+// cannot fuse in their own memory (read from a worker's shared-memory segment).
+
+/// acc[i] = a[i]·wa + b[i]·wb with both checked: bit 0 set when a holds a value out of range,
+/// bit 1 when b does (acc is then garbage), 0 when neither.
+int cohort_fp32_fuse_two(float *acc, const void *a, float wa, const void *b, float wb, size_t count);
+
+/// acc[i] = x[i]·w; 0 when x holds a value out of range, else 1.
+int cohort_fp32_fuse_single(float *acc, const void *x, float w, size_t count);
+
+/// acc[i] = (acc[i] + x[i]·w)·scale, or acc[i] += x[i]·w when scale is 1.
+void cohort_fp32_fuse_add(float *acc, const void *x, float w, float scale, size_t count);
+
+/// One AdamW update of count parameters (Optimizer.adamWStep's loop, bit for bit):
+/// g' = g·scale; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'·g';
+/// p = p·decay − stepSize·m / (√v·rbc2 + ε).
+void cohort_adamw_step(float *p, const float *g, float *m, float *v, size_t count,
+                       float scale, float beta1, float beta2, float epsilon, float decay, float step_size, float rbc2);
+
 #endif

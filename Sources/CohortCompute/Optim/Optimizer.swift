@@ -1,3 +1,4 @@
+internal import CKernels
 import Foundation
 
 /// An optimizer over the flat parameter buffer. Each `step` touches only `range`, so a shard of
@@ -156,14 +157,30 @@ public enum Optimizer: Sendable, Hashable, Codable {
         }
     }
 
+    /// The step's constants: bias corrections in Double (β^t for large t underflows gracefully
+    /// and stays exact enough).
+    private static func adamWConstants(_ a: AdamW, lr: Float, t: Int) -> (stepSize: Float, rbc2: Float, decay: Float) {
+        let bc1 = Float(1 - pow(Double(a.beta1), Double(t)))
+        let bc2 = Float(1 - pow(Double(a.beta2), Double(t)))
+        return (lr / bc1, 1 / bc2.squareRoot(), 1 - lr * a.weightDecay)
+    }
+
+    /// The loop is in C (`cohort_adamw_step`), built per vector width: its square root and
+    /// division bound it, and the baseline x86-64 target has them four lanes wide where AVX2
+    /// has eight (235k parameters, the demo's MLP: 0.14 → 0.08 ms a step in a C experiment).
+    /// The coordinator runs it on every step while the members wait for the new parameters.
     private static func adamWStep(_ a: AdamW, p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
                                   m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
                                   count: Int, lr: Float, t: Int, scale: Float) {
-        // Bias corrections in Double: β^t for large t underflows gracefully and stays exact enough.
-        let bc1 = Float(1 - pow(Double(a.beta1), Double(t)))
-        let bc2 = Float(1 - pow(Double(a.beta2), Double(t)))
-        let stepSize = lr / bc1, rbc2 = 1 / bc2.squareRoot()
-        let decay = 1 - lr * a.weightDecay
+        let c = adamWConstants(a, lr: lr, t: t)
+        cohort_adamw_step(p, g, m, v, count, scale, a.beta1, a.beta2, a.epsilon, c.decay, c.stepSize, c.rbc2)
+    }
+
+    /// The Swift loop the C kernel replaced, kept as the reference tests hold it to, bit for bit.
+    static func adamWStepReference(_ a: AdamW, p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
+                                   m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                                   count: Int, lr: Float, t: Int, scale: Float) {
+        let (stepSize, rbc2, decay) = adamWConstants(a, lr: lr, t: t)
         let b1 = a.beta1, b2 = a.beta2, eps = a.epsilon
         var i = 0
         let end = count

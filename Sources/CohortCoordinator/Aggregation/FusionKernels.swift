@@ -9,7 +9,7 @@ internal import CKernels
 /// The loops are plain scalar code over a concrete element reader, one specialisation per
 /// encoding, which the optimiser vectorises (a SIMD16 widening of bf16 here went through an
 /// unspecialised standard-library conversion and cost more than the fusion itself). The loops
-/// a training round runs (bf16's, the in-frame fp32 ones and the checks) are the same loops in
+/// a training round runs (bf16's, fp32's in frames and in pool buffers, and the checks) are the same loops in
 /// C (`CKernels`), built for each x86-64 vector width: the baseline target widens four bf16
 /// values at a time and AVX-512 sixteen. The Swift loops they replace stay as the reference
 /// their tests hold them to (`Fusion.Reference`).
@@ -40,7 +40,7 @@ enum Fusion {
     /// is garbage and a and b are as they were.
     static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float, count: Int) -> OutOfRange {
         switch (a.encoding, b.encoding) {
-        case (.fp32, .fp32): return firstTwo(acc, FP32(a.base), wa, FP32(b.base), wb, count)
+        case (.fp32, .fp32): return OutOfRange(rawValue: cohort_fp32_fuse_two(acc, a.base, wa, b.base, wb, count))
         case (.bf16, .bf16): return OutOfRange(rawValue: cohort_bf16_fuse_two(acc, a.base, wa, b.base, wb, count))
         case (.fp32, .bf16): return firstTwo(acc, FP32(a.base), wa, BF16(b.base), wb, count)
         case (.bf16, .fp32): return firstTwo(acc, BF16(a.base), wa, FP32(b.base), wb, count)
@@ -52,7 +52,7 @@ enum Fusion {
     @discardableResult
     static func single(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, count: Int) -> Bool {
         switch x.encoding {
-        case .fp32: return single(acc, FP32(x.base), w, count)
+        case .fp32: return cohort_fp32_fuse_single(acc, x.base, w, count) != 0
         case .bf16: return cohort_bf16_fuse_single(acc, x.base, w, count) != 0
         }
     }
@@ -61,7 +61,7 @@ enum Fusion {
     /// been checked.
     static func add(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, scale: Float, count: Int) {
         switch x.encoding {
-        case .fp32: add(acc, FP32(x.base), w, scale, count)
+        case .fp32: cohort_fp32_fuse_add(acc, x.base, w, scale, count)
         case .bf16: cohort_bf16_fuse_add(acc, x.base, w, scale, count)
         }
     }
@@ -114,15 +114,19 @@ enum Fusion {
     /// The Swift loops that the C kernels replace, kept as the reference tests hold the kernels
     /// to, bit for bit.
     enum Reference {
-        static func firstTwo(_ acc: UnsafeMutablePointer<Float>, bf16 a: UnsafeRawPointer, _ wa: Float, bf16 b: UnsafeRawPointer, _ wb: Float,
+        static func firstTwo(_ acc: UnsafeMutablePointer<Float>, _ a: Payload, _ wa: Float, _ b: Payload, _ wb: Float,
                              count: Int) -> OutOfRange {
-            Fusion.firstTwo(acc, BF16(a), wa, BF16(b), wb, count)
+            switch (a.encoding, b.encoding) {
+            case (.fp32, .fp32): return Fusion.firstTwo(acc, FP32(a.base), wa, FP32(b.base), wb, count)
+            case (.bf16, .bf16): return Fusion.firstTwo(acc, BF16(a.base), wa, BF16(b.base), wb, count)
+            case (.fp32, .bf16), (.bf16, .fp32): return Fusion.firstTwo(acc, a, wa, b, wb, count: count)
+            }
         }
-        static func single(_ acc: UnsafeMutablePointer<Float>, bf16 x: UnsafeRawPointer, _ w: Float, count: Int) -> Bool {
-            Fusion.single(acc, BF16(x), w, count)
+        static func single(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, count: Int) -> Bool {
+            x.encoding == .fp32 ? Fusion.single(acc, FP32(x.base), w, count) : Fusion.single(acc, BF16(x.base), w, count)
         }
-        static func add(_ acc: UnsafeMutablePointer<Float>, bf16 x: UnsafeRawPointer, _ w: Float, scale: Float, count: Int) {
-            Fusion.add(acc, BF16(x), w, scale, count)
+        static func add(_ acc: UnsafeMutablePointer<Float>, _ x: Payload, _ w: Float, scale: Float, count: Int) {
+            x.encoding == .fp32 ? Fusion.add(acc, FP32(x.base), w, scale, count) : Fusion.add(acc, BF16(x.base), w, scale, count)
         }
         static func firstOutOfRange(bf16 x: UnsafeRawPointer, count: Int) -> Int? { Fusion.firstOutOfRange(BF16(x), count) }
         static func firstOutOfRange(fp32 x: UnsafeRawPointer, count: Int) -> Int? { Fusion.firstOutOfRange(FP32(x), count) }
