@@ -117,6 +117,10 @@ public final class WorkerAgent {
         var lastSent: Int?
         var innerSteps = 0
         var receivedStep = -1
+        /// `sync` mode: the next step's slice of the global batch, gathered right after this
+        /// step's contribution went out, while the worker waits for the new parameters (the
+        /// gather reads rows scattered over the whole training set and is not free).
+        var prefetched: (step: Int, batch: Batch)?
         /// The parameter shards of `receivedStep` in the replica: each counted once, so a shard
         /// that comes twice (sent again when a run restarts mid-step) cannot stand in for one
         /// that has not come yet. Each copy is still applied: fp32 parameters overwrite, and a
@@ -537,15 +541,22 @@ public final class WorkerAgent {
         }
     }
 
-    /// The gradient of this rank's slice of global batch `s`, in the model's gradient buffer.
-    private func gradient(_ job: ActiveJob, step s: Int) throws -> (StepResult, Int) {
+    /// This rank's slice of global batch `s`.
+    private func batch(_ job: ActiveJob, step s: Int) -> Batch {
         let a = job.assignment
         let indices = job.spec.data.sharding == .perSite
             ? job.sampler.indices(step: s, rank: 0, worldSize: 1) // the sampler is this site's alone
             : job.sampler.indices(step: s, rank: a.rank, worldSize: a.worldSize)
-        let batch = job.train.gather(indices)
+        return job.train.gather(indices)
+    }
+
+    /// The gradient of this rank's slice of global batch `s`, in the model's gradient buffer.
+    private func gradient(_ job: ActiveJob, step s: Int) throws -> (StepResult, Int) {
+        let batch: Batch
+        if let p = job.prefetched, p.step == s { batch = p.batch } else { batch = self.batch(job, step: s) }
+        job.prefetched = nil
         job.model.zeroGradients()
-        let r = try job.model.forwardBackward(batch, dropoutSeed: job.spec.seed &+ UInt64(s) &* 0x9E37_79B9 &+ UInt64(a.rank))
+        let r = try job.model.forwardBackward(batch, dropoutSeed: job.spec.seed &+ UInt64(s) &* 0x9E37_79B9 &+ UInt64(job.assignment.rank))
         return (r, batch.count)
     }
 
@@ -613,6 +624,7 @@ public final class WorkerAgent {
                 let (r, samples) = try gradient(job, step: step)
                 if step % 10 == 0 { try progress(job, step: step, loss: r.loss, samples: samples) }
                 try sendContribution(job, step: step, from: job.model.gradients.baseAddress, samples: samples, zeroCopyOwner: job.model.gradients)
+                if step + 1 < spec.training.steps { job.prefetched = (step + 1, batch(job, step: step + 1)) }
                 return
             }
             let h = spec.training.localSteps
