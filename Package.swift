@@ -29,13 +29,15 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib",
                        providers: [.apt(["zlib1g-dev"])]),
 
-        // Loops Swift cannot write: cache-bypassing stores, and bf16 rounding built per vector width.
+        // Loops Swift cannot write: cache-bypassing stores, and the per-round loops (bf16 rounding,
+        // the hub's fusion, AdamW) built per vector width.
         .target(name: "CKernels", path: "Sources/CKernels"),
         .target(name: "CohortWire", dependencies: ["CKernels"], swiftSettings: strict),
         .target(name: "CohortTransport", dependencies: ["CZeroMQ", "CKernels"], swiftSettings: strict),
         // -fno-math-errno: Float.squareRoot() is the C shim's sqrtf, which otherwise keeps a
-        // branch per element to set errno on negative input; without it AdamW's loop becomes
-        // sqrtps and runs 2.5–3× faster, with the same correctly rounded results.
+        // branch per element to set errno on negative input; without it the square-root loops
+        // (layer norm, AdamW's Swift reference) become sqrtps and run 2.5–3× faster, with the
+        // same correctly rounded results.
         .target(name: "CohortCompute", dependencies: ["CBLAS", "CZlib", "CKernels"],
                 swiftSettings: strict + [.unsafeFlags(["-Xcc", "-fno-math-errno"])]),
         .target(name: "CohortStore", dependencies: [

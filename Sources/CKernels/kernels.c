@@ -295,8 +295,8 @@ size_t cohort_fp32_scale_in_place(float *b, float w, size_t count) {
     return cohort_fp32_fuse_two_in_place(b, w, NULL, 0, count);
 }
 
-// The hub's fp32 fusion into a pool buffer (a contribution that cannot be written: one read
-// from a worker's shared-memory segment): the bf16 loops above with fp32 operands. Built up to
+// The hub's fp32 fusion into a pool buffer (a contribution it cannot fuse in place, mostly one
+// read from a worker's shared-memory segment): the bf16 loops above with fp32 operands. Built up to
 // AVX2 only: in perf profiles of shm rounds at 16M with 2 workers the pass took 14–15% of all
 // samples as the AVX2 clone and 18–20% as the AVX-512 one (the Swift loop it replaces: 17%).
 COHORT_CLONES_UP_TO_AVX2

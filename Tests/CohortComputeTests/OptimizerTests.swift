@@ -122,11 +122,12 @@ struct OptimizerTests {
     func adamWKernelIsTheSwiftLoop(_ settings: Optimizer.AdamW) {
         for count in Array(0...40) + [255, 256, 257, 1000] {
             let seed = UInt64(4 * count)
-            let g = randomFloats(count, seed: seed, scale: 2)
+            var g = randomFloats(count, seed: seed, scale: 2)
             var p = randomFloats(count, seed: seed + 1)
             var m = randomFloats(count, seed: seed + 2, scale: 0.05)
             var v = randomFloats(count, seed: seed + 3, scale: 0.1).map { $0 * $0 }
-            if count > 2 { v[1] = 0; m[1] = 0; p[2] = 0 }
+            // Element 1 stays at m = v = 0 (√0: the denominator is ε alone); element 2 starts at 0.
+            if count > 2 { g[1] = 0; v[1] = 0; m[1] = 0; p[2] = 0 }
             for (t, scale) in [(1, Float(1)), (2, 0.37), (1000, 1)] {
                 var (p1, m1, v1) = (p, m, v)
                 var state = m + v

@@ -431,6 +431,31 @@ extension AggregatorTests {
         let mean: [Float] = (0..<600).map { i in Float(i) * 0.25 + 2 * 0.75 }
         #expect(g == mean)
     }
+
+    /// A contribution in a member's shared memory (`writable: false`) can change after it was
+    /// checked. Parked, it is checked again by the pass that fuses it, even when the second
+    /// contribution is a frame that could be fused into in place: a NaN written there meanwhile
+    /// is refused late, and never reaches the sum.
+    @Test func aSharedContributionThatChangesWhileParkedNeverReachesTheSum() {
+        let small = ShardLayout(parameterCount: 600, shardElements: 600)
+        let agg = StepAggregator(job: 1, layout: small, encoding: .fp32)
+        agg.begin(step: 7, members: ["a", "b"])
+        let segment = WritableFrame(ArraySlice((0..<600).map { Float($0) })) // stands for a's segment
+        #expect(agg.contribute(from: "a", header: header(small, shard: 0, samples: 1), payload: UnsafeRawBufferPointer(segment.memory),
+                               owner: segment, writable: false) == .success(.parked))
+        segment.memory.storeBytes(of: Float.nan, toByteOffset: 4 * 123, as: Float.self) // a writes again
+        let b = WritableFrame(ArraySlice(repeating: 2, count: 600))
+        #expect(agg.contribute(from: "b", header: header(small, shard: 0, samples: 3), payload: UnsafeRawBufferPointer(b.memory),
+                               owner: b, writable: true) == .success(.parked))
+        #expect(agg.takeLateRefusals().map(\.member) == ["a"])
+        #expect(!agg.isComplete(shard: 0))
+        // a sends it again, sound: the exact mean.
+        segment.memory.storeBytes(of: Float(123), toByteOffset: 4 * 123, as: Float.self)
+        #expect(agg.contribute(from: "a", header: header(small, shard: 0, samples: 1), payload: UnsafeRawBufferPointer(segment.memory),
+                               owner: segment, writable: false) == .success(.complete(shard: 0)))
+        let mean: [Float] = (0..<600).map { i in Float(i) * 0.25 + 2 * 0.75 }
+        #expect(Array(agg.gradient(shard: 0)) == mean)
+    }
 }
 
 extension AggregatorTests {
@@ -620,8 +645,11 @@ extension AggregatorTests {
         for poison: Float in [.nan, -.infinity, 0x1p64] {
             let clean = payload(poisonAt: [], with: poison), cleanToo = payload(poisonAt: [], with: poison)
             let early = payload(poisonAt: [0], with: poison), late = payload(poisonAt: [n - 1], with: poison)
+            // Inside the vector loop's body, not its first element or its tail, from count 38 on.
+            let middle = payload(poisonAt: [37], with: poison)
             for count in Array(0...40) + [255, 256, 257, 600, n] {
-                for (a, b) in [(clean, cleanToo), (clean, late), (early, cleanToo), (early, late), (late, clean)] {
+                for (a, b) in [(clean, cleanToo), (clean, late), (early, cleanToo), (early, late), (late, clean),
+                               (clean, middle), (middle, clean), (middle, middle), (early, middle)] {
                     a.withUnsafeBytes { pa in
                         b.withUnsafeBytes { pb in
                             let x = pa.baseAddress! + 1, y = pb.baseAddress! + 1 // unaligned, as a payload may be
@@ -630,9 +658,11 @@ extension AggregatorTests {
                         }
                     }
                 }
-                // The verdicts name the right operand: an early bad value in a only, a late one in b only.
+                // The verdicts name the right operand, wherever the bad value lies.
                 let want: Fusion.OutOfRange = [count > 0 ? .first : [], count == n ? .second : []]
                 #expect(verdict(early, late, count: count) == want, "firstTwo's verdict names the operands, count \(count)")
+                #expect(verdict(clean, middle, count: count) == (count > 37 ? .second : []), "a bad second operand, count \(count)")
+                #expect(verdict(middle, clean, count: count) == (count > 37 ? .first : []), "a bad first operand, count \(count)")
             }
         }
     }

@@ -1,8 +1,8 @@
 // Element loops that Swift cannot express: stores that bypass the cache, and the per-round
-// loops (bf16 rounding and widening, the hub's fusion and range checks) compiled for each x86-64
-// vector width with one picked at load time (Sources/CKernels/kernels.c says why each exists).
-// Every function gives bit for bit what the plain Swift loop it replaces gives; tests hold them
-// to that.
+// loops (bf16 rounding and widening, the hub's fusion and range checks, AdamW's update)
+// compiled for each x86-64 vector width with one picked at load time (Sources/CKernels/kernels.c
+// says why each exists). Every function gives bit for bit what the plain Swift loop it replaces
+// gives; tests hold them to that. No output buffer may overlap an input.
 #ifndef COHORT_KERNELS_H
 #define COHORT_KERNELS_H
 
@@ -64,8 +64,9 @@ size_t cohort_fp32_fuse_two_in_place(float *b, float wb, const void *a, float wa
 /// b[i] = b[i]·w, checked as cohort_fp32_fuse_two_in_place is.
 size_t cohort_fp32_scale_in_place(float *b, float w, size_t count);
 
-// The same fusion with fp32 operands (x, a and b may be unaligned): for contributions the hub
-// cannot fuse in their own memory (read from a worker's shared-memory segment).
+// The same fusion with fp32 operands (x, a and b may be unaligned), into an accumulator: for
+// contributions the hub cannot fuse in their own memory (read from a worker's shared-memory
+// segment, or a frame it may not write), a shard the deadline completes, and decoded scratch.
 
 /// acc[i] = a[i]·wa + b[i]·wb with both checked: bit 0 set when a holds a value out of range,
 /// bit 1 when b does (acc is then garbage), 0 when neither.

@@ -10,9 +10,10 @@ internal import CKernels
 /// encoding, which the optimiser vectorises (a SIMD16 widening of bf16 here went through an
 /// unspecialised standard-library conversion and cost more than the fusion itself). The loops
 /// a training round runs (bf16's, fp32's in frames and in pool buffers, and the checks) are
-/// the same loops in C (`CKernels`), built for each x86-64 vector width: the baseline target
-/// widens four bf16 values at a time and AVX-512 sixteen. The Swift loops they replace stay as
-/// the reference their tests hold them to (`Fusion.Reference`).
+/// the same loops in C (`CKernels`), built for each x86-64 vector width (the fp32 ones into a
+/// pool buffer up to AVX2, where the AVX-512 clone measured slower): the baseline target widens
+/// four bf16 values at a time and AVX-512 sixteen. The Swift loops they replace stay as the
+/// reference their tests hold them to (`Fusion.Reference`).
 ///
 /// Every contribution's values must lie within ±`limit` (2^64): NaN and ±∞ are outside, and
 /// so is a finite value so large that weighting it by a sample count (< 2^32) and summing could

@@ -88,7 +88,9 @@ public final class StepAggregator {
     private var pool: [UnsafeMutablePointer<Float>] = []
     /// Every sum buffer allocated (pool and in use), freed with the aggregator.
     private var allocated: [UnsafeMutablePointer<Float>] = []
-    /// One shard of decoded fp16, int8 or topk values, checked before they are added.
+    /// One shard of decoded fp16, int8 or topk values, checked before they are added; in an
+    /// fp32 job, a copy of a contribution from a member's shared memory that is added to a
+    /// running sum (so that the check and the sum read the same values).
     private let scratch: UnsafeMutableBufferPointer<Float>
     private var shards: [ShardState]
     /// Parked contributions that their fusing pass (or the deadline's close) found a value
@@ -100,8 +102,10 @@ public final class StepAggregator {
         var weight: Double = 0
         /// The first contribution, kept in its frame until the second arrives. An fp32 one was
         /// checked on arrival (the second may be fused into in place); a bf16 one is checked by
-        /// the pass that fuses it, or by `close(shard:)`.
-        var parked: (member: String, owner: AnyObject, payload: Payload, weight: Float)?
+        /// the pass that fuses it, or by `close(shard:)`. `stable`: in a received frame, which
+        /// nobody else can write; one in a member's shared memory is not (the member can still
+        /// change it), so it is only fused by a pass that checks it again.
+        var parked: (member: String, owner: AnyObject, payload: Payload, weight: Float, stable: Bool)?
         /// Where the shard's sum is when it is not in a pool buffer: an fp32 contribution's own
         /// frame, fused into in place (kept alive by `owner`).
         var inPlace: (sum: UnsafeMutablePointer<Float>, owner: AnyObject)?
@@ -118,7 +122,8 @@ public final class StepAggregator {
         self.kind = kind
         self.layout = layout
         self.encoding = encoding
-        let decoded = encoding == .fp32 || encoding == .bf16 ? 0 : min(layout.shardElements, layout.parameterCount)
+        // bf16 contributions always come in frames; fp32 ones may come from shared memory.
+        let decoded = encoding == .bf16 ? 0 : min(layout.shardElements, layout.parameterCount)
         scratch = .allocate(capacity: decoded)
         scratch.initialize(repeating: 0)
         shards = Array(repeating: ShardState(), count: layout.shardCount)
@@ -146,7 +151,9 @@ public final class StepAggregator {
     /// segment a worker shares) and may be overwritten. An fp32 shard's sum is then built in the
     /// second contribution's frame (or the only one's), which the CPU has just written, instead
     /// of in a pool buffer; the frame is kept until the shard is released or the next step
-    /// begins.
+    /// begins. Memory that is not writable (a member's shared-memory segment) may still change
+    /// after it was checked: a parked fp32 one is fused only by a pass that checks it again
+    /// (never into a frame in place), and one added to a running sum is copied first.
     public func contribute(from member: String, header h: ShardHeader, payload: UnsafeRawBufferPointer,
                            owner: AnyObject, writable: Bool = false) -> Result<Outcome, Rejection> {
         guard h.job == job else { return .failure(.wrongJob(got: h.job, expected: job)) }
@@ -194,13 +201,13 @@ public final class StepAggregator {
                 // one by the pass that fuses the two into a pool buffer, which reads it anyway
                 // and leaves both payloads as they were.
                 if encoding == .fp32, let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
-                shards[k].parked = (member, owner, x, w)
+                shards[k].parked = (member, owner, x, w, writable)
                 shards[k].arrived.insert(member)
                 shards[k].weight = weight
                 return .success(.parked)
             }
         } else if let parked = shards[k].parked {
-            if let own {
+            if let own, parked.stable {
                 // (fp32 like every contribution of this job: `own` is only for fp32 jobs.)
                 if let bad = Fusion.firstTwoInPlace(own, w * scale, fp32: parked.payload.base, parked.weight * scale, count: range.count) {
                     return .failure(rejection(x, shard: k, index: bad))
@@ -215,6 +222,13 @@ public final class StepAggregator {
             }
             shards[k].parked = nil
         } else {
+            var x = x
+            if !writable && encoding == .fp32 {
+                // A member's shared memory, which it can still change: checked and added from a
+                // copy, so that what is added is what was checked.
+                UnsafeMutableRawPointer(scratch.baseAddress!).copyMemory(from: base, byteCount: payload.count)
+                x = Payload(base: UnsafeRawPointer(scratch.baseAddress!), encoding: .fp32)
+            }
             if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
             Fusion.add(sum(k), x, w, scale: scale, count: range.count)
         }
