@@ -129,11 +129,8 @@ public final class Client {
             guard left > 0 else { throw .unreachable(address: address.description, seconds: timeout) }
             let ready: [Int]
             do { ready = try poller.poll(timeoutMilliseconds: left) } catch { throw .transport(error) }
-            if let events, ready.contains(events), let monitor {
-                while let event = monitor.next() {
-                    // 400 is the coordinator's "revoked"; a 500 (its ZAP handler failed) may pass.
-                    if case let .handshakeFailedAuth(_, code) = event, code == 400 { throw .keyRefused(address: address.description, code: code) }
-                }
+            if let events, ready.contains(events), let code = monitor?.keyRefusal() {
+                throw .keyRefused(address: address.description, code: code)
             }
             if !ready.contains(replies) { continue }
             let frames: [InboundFrame]

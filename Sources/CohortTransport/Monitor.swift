@@ -50,6 +50,17 @@ public final class SocketMonitor {
         default: return .other(event: event, peer: peer)
         }
     }
+
+    /// Reads the waiting events up to the first handshake in which the peer refused this
+    /// socket's key for good (ZAP status 400, RFC 27's authentication failure: a Cohort
+    /// coordinator's "revoked"), and returns that status; nil when none came. A 300 or 500
+    /// (the peer's temporary or internal failure) may pass on a retry, so it is not one.
+    public func keyRefusal() -> Int? {
+        while let event = next() {
+            if case let .handshakeFailedAuth(_, code) = event, code == 400 { return code }
+        }
+        return nil
+    }
 }
 
 /// Counts connections dropped before their handshake completed. libzmq reports garbage on a

@@ -236,16 +236,12 @@ public final class WorkerAgent {
     /// Reads the control socket's handshake events; true (and logged) when the coordinator
     /// refused this worker's key, which retrying cannot change.
     private func keyWasRefused() -> Bool {
-        while let event = controlEvents.next() {
-            // 400 is the coordinator's "revoked"; a 500 (its ZAP handler failed) may pass.
-            guard case let .handshakeFailedAuth(_, code) = event, code == 400 else { continue }
-            keyRefusedStatus = code
-            logger.error("the coordinator refused this worker's key in the handshake: it was revoked; stopping",
-                         metadata: ["coordinator": "\(settings.address)", "status": "\(code)",
-                                    "fix": "enrol a new key: move the state directory aside and start the worker with a new --join TOKEN"])
-            return true
-        }
-        return false
+        guard let code = controlEvents.keyRefusal() else { return false }
+        keyRefusedStatus = code
+        logger.error("the coordinator refused this worker's key in the handshake: it was revoked; stopping",
+                     metadata: ["coordinator": "\(settings.address)", "status": "\(code)",
+                                "fix": "enrol a new key: move the state directory aside and start the worker with a new --join TOKEN"])
+        return true
     }
 
     private func register() {
