@@ -19,6 +19,18 @@ final class WritableFrame {
     deinit { memory.deallocate() }
 }
 
+/// How a contribution reaches the aggregator: an fp32 frame received over a socket (ours to
+/// fuse into), fp32 values in a member's shared-memory segment (which it can still change), or
+/// a bf16 frame.
+enum Arrival: String, CaseIterable, CustomTestStringConvertible {
+    case fp32Frame, fp32Shared, bf16Frame
+    var encoding: ShardEncoding { self == .bf16Frame ? .bf16 : .fp32 }
+    /// The first contribution of several is parked without a check of its own (the pass that
+    /// fuses it checks it).
+    var parkedUnchecked: Bool { self != .fp32Frame }
+    var testDescription: String { rawValue }
+}
+
 struct AggregatorTests {
     let layout = ShardLayout(parameterCount: 10_007, shardElements: 1024) // a short last shard
 
@@ -26,6 +38,17 @@ struct AggregatorTests {
         let r = layout.range(k)
         return ShardHeader(job: 1, step: step, kind: .gradient, encoding: encoding, shard: UInt32(k), shardCount: UInt32(layout.shardCount),
                            elementOffset: UInt64(r.lowerBound), elementCount: UInt32(r.count), sampleCount: samples)
+    }
+
+    /// `values` from `member`, arriving as `arrival` says.
+    func send(_ agg: StepAggregator, _ member: String, _ h: ShardHeader, _ values: [Float], as arrival: Arrival) -> Result<StepAggregator.Outcome, Rejection> {
+        if arrival == .fp32Frame {
+            let f = WritableFrame(values[...])
+            return agg.contribute(from: member, header: h, payload: UnsafeRawBufferPointer(f.memory), owner: f, writable: true)
+        }
+        // (A segment's memory stands here as bytes the aggregator may not write: `writable: false`.)
+        let f = Frame(bytes(values[...], arrival.encoding))
+        return f.bytes.withUnsafeBytes { agg.contribute(from: member, header: h, payload: $0, owner: f, writable: false) }
     }
 
     func bytes(_ values: ArraySlice<Float>, _ encoding: ShardEncoding) -> [UInt8] {
@@ -99,9 +122,11 @@ struct AggregatorTests {
         if case .failure(.wrongLayout) = send("a", shifted, ones) {} else { Issue.record("a shifted shard must be refused") }
         var poisoned = Array(repeating: Float(1), count: 16)
         poisoned[9] = .nan
-        #expect(send("b", header(small, shard: 0, step: 3, samples: 1), Frame(bytes(poisoned[...], .fp32))) == .failure(.nonFinite(shard: 0, index: 9)))
+        // (Received frames, checked on arrival; one in shared memory is checked when it is fused:
+        // aParkedContributionIsCheckedInThePassThatFusesIt.)
+        #expect(self.send(agg, "b", header(small, shard: 0, step: 3, samples: 1), poisoned, as: .fp32Frame) == .failure(.nonFinite(shard: 0, index: 9)))
         poisoned[9] = .infinity
-        #expect(send("b", header(small, shard: 0, step: 3, samples: 1), Frame(bytes(poisoned[...], .fp32))) == .failure(.nonFinite(shard: 0, index: 9)))
+        #expect(self.send(agg, "b", header(small, shard: 0, step: 3, samples: 1), poisoned, as: .fp32Frame) == .failure(.nonFinite(shard: 0, index: 9)))
 
         // The sound contributions still give the exact mean.
         #expect(send("a", header(small, shard: 0, step: 3, samples: 1), ones) == .success(.parked))
@@ -113,12 +138,13 @@ struct AggregatorTests {
     }
 
     /// NaN or ∞ from the first, a middle or the last member to arrive (checked alone before
-    /// parking or adding, in the pass itself when it overwrites the accumulator; fp32 and bf16):
-    /// refused, and the sound contributions give the exact mean as if it had never come. (A
-    /// bf16 first contribution of several is parked unchecked and refused when it is fused:
-    /// `aParkedBF16ContributionIsCheckedInThePassThatFusesIt`.)
-    @Test(arguments: [ShardEncoding.fp32, .bf16], [1, 2, 3])
-    func aPoisonedContributionIsRefusedWhereverItArrives(encoding: ShardEncoding, memberCount: Int) {
+    /// parking or adding, in the pass itself when it overwrites the accumulator; fp32 frames,
+    /// fp32 in shared memory, bf16): refused, and the sound contributions give the exact mean
+    /// as if it had never come. (A bf16 or shared first contribution of several is parked
+    /// unchecked and refused when it is fused: `aParkedContributionIsCheckedInThePassThatFusesIt`.)
+    @Test(arguments: Arrival.allCases, [1, 2, 3])
+    func aPoisonedContributionIsRefusedWhereverItArrives(arrival: Arrival, memberCount: Int) {
+        let encoding = arrival.encoding
         let small = ShardLayout(parameterCount: 100, shardElements: 100)
         let names = (0..<memberCount).map { "m\($0)" }
         for poisonedIndex in [0, 37, 99] {
@@ -126,44 +152,42 @@ struct AggregatorTests {
                 let agg = StepAggregator(job: 1, layout: small, encoding: encoding)
                 agg.begin(step: 7, members: Set(names))
                 func send(_ m: Int, _ values: [Float]) -> Result<StepAggregator.Outcome, Rejection> {
-                    let f = Frame(bytes(values[...], encoding))
-                    return f.bytes.withUnsafeBytes { agg.contribute(from: names[m], header: header(small, shard: 0, samples: UInt32(m + 1), encoding: encoding), payload: $0, owner: f) }
+                    self.send(agg, names[m], header(small, shard: 0, samples: UInt32(m + 1), encoding: encoding), values, as: arrival)
                 }
                 var outcomes: [Result<StepAggregator.Outcome, Rejection>] = []
                 for m in 0..<memberCount {
                     var poisoned = Array(repeating: Float(m + 1), count: 100)
                     poisoned[poisonedIndex] = bad
                     // That member's poisoned copy first, then its sound one.
-                    if m == poisonedMember && !(encoding == .bf16 && m == 0 && memberCount > 1) {
-                        #expect(send(m, poisoned) == .failure(.nonFinite(shard: 0, index: poisonedIndex)), "\(encoding) \(memberCount) members, \(bad) at \(poisonedIndex)")
+                    if m == poisonedMember && !(arrival.parkedUnchecked && m == 0 && memberCount > 1) {
+                        #expect(send(m, poisoned) == .failure(.nonFinite(shard: 0, index: poisonedIndex)), "\(arrival) \(memberCount) members, \(bad) at \(poisonedIndex)")
                     }
                     outcomes.append(send(m, Array(repeating: Float(m + 1), count: 100)))
                 }
                 #expect(outcomes.last == .success(.complete(shard: 0)))
                 // Σ (m+1)·(m+1) / Σ (m+1)
                 let expected = Float((1...memberCount).reduce(0) { $0 + $1 * $1 }) / Float((1...memberCount).reduce(0, +))
-                #expect(agg.gradient(shard: 0).allSatisfy { abs($0 - expected) < 1e-5 }, "\(encoding) \(memberCount) members: \(Array(agg.gradient(shard: 0)).prefix(3))")
+                #expect(agg.gradient(shard: 0).allSatisfy { abs($0 - expected) < 1e-5 }, "\(arrival) \(memberCount) members: \(Array(agg.gradient(shard: 0)).prefix(3))")
             } }
         }
     }
 
-    /// A bf16 contribution that arrives first is parked without a pass of its own; the pass
-    /// that fuses the second one with it checks both. Found out of range there, it is refused
-    /// late (`takeLateRefusals`, with the element and value), nothing of it is used, the second
-    /// becomes the shard's first, and its member may send the shard again. Also when both are
-    /// bad, with three members, and at the deadline's close.
-    @Test(arguments: [Float.nan, -Float.infinity, 0x1p64])
-    func aParkedBF16ContributionIsCheckedInThePassThatFusesIt(bad: Float) {
+    /// A bf16 contribution, or one in a member's shared memory, that arrives first is parked
+    /// without a pass of its own; the pass that fuses the second one with it checks both. Found
+    /// out of range there, it is refused late (`takeLateRefusals`, with the element and value),
+    /// nothing of it is used, the second becomes the shard's first, and its member may send the
+    /// shard again. Also when both are bad, with three members, and at the deadline's close.
+    @Test(arguments: [Float.nan, -Float.infinity, 0x1p64], Arrival.allCases.filter(\.parkedUnchecked))
+    func aParkedContributionIsCheckedInThePassThatFusesIt(bad: Float, arrival: Arrival) {
         let small = ShardLayout(parameterCount: 300, shardElements: 300)
         let why: Rejection = bad.isFinite ? .outOfRange(shard: 0, index: 201, value: bad) : .nonFinite(shard: 0, index: 201)
         func run(_ members: [String]) -> (StepAggregator, (String, Float, Bool) -> Result<StepAggregator.Outcome, Rejection>) {
-            let agg = StepAggregator(job: 1, layout: small, encoding: .bf16)
+            let agg = StepAggregator(job: 1, layout: small, encoding: arrival.encoding)
             agg.begin(step: 7, members: Set(members))
             return (agg, { member, value, poisoned in
                 var values = Array(repeating: value, count: 300)
                 if poisoned { values[201] = bad }
-                let f = Frame(bytes(values[...], .bf16))
-                return f.bytes.withUnsafeBytes { agg.contribute(from: member, header: header(small, shard: 0, samples: UInt32(value), encoding: .bf16), payload: $0, owner: f) }
+                return self.send(agg, member, header(small, shard: 0, samples: UInt32(value), encoding: arrival.encoding), values, as: arrival)
             })
         }
         func refusals(_ agg: StepAggregator) -> [String] { agg.takeLateRefusals().map { "\($0.member): \($0.rejection)" } }
@@ -212,31 +236,31 @@ struct AggregatorTests {
     /// Finite values of 2^64 or more: weighted by sample counts and summed they could overflow
     /// fp32 to ∞ (3e38 × 16 does), and the optimizer would carry that into every parameter.
     /// Refused wherever they arrive; just below the bound (the largest bf16 under it) is accepted.
-    @Test(arguments: [ShardEncoding.fp32, .bf16], [1, 2, 3])
-    func valuesBeyondTwoToTheSixtyFourAreRefusedBeforeTheyCanOverflowTheSum(encoding: ShardEncoding, memberCount: Int) {
+    @Test(arguments: Arrival.allCases, [1, 2, 3])
+    func valuesBeyondTwoToTheSixtyFourAreRefusedBeforeTheyCanOverflowTheSum(arrival: Arrival, memberCount: Int) {
+        let encoding = arrival.encoding
         let small = ShardLayout(parameterCount: 300, shardElements: 300)
         let names = (0..<memberCount).map { "m\($0)" }
         for huge in [Float(3e38), -3e38, 0x1p64, -0x1p64] { for poisonedMember in 0..<memberCount {
             let agg = StepAggregator(job: 1, layout: small, encoding: encoding)
             agg.begin(step: 7, members: Set(names))
             func send(_ m: Int, _ values: [Float]) -> Result<StepAggregator.Outcome, Rejection> {
-                let f = Frame(bytes(values[...], encoding))
-                return f.bytes.withUnsafeBytes { agg.contribute(from: names[m], header: header(small, shard: 0, samples: 16, encoding: encoding), payload: $0, owner: f) }
+                self.send(agg, names[m], header(small, shard: 0, samples: 16, encoding: encoding), values, as: arrival)
             }
             var outcomes: [Result<StepAggregator.Outcome, Rejection>] = []
             for m in 0..<memberCount {
-                // (A bf16 first of several is parked unchecked: aParkedBF16ContributionIsCheckedInThePassThatFusesIt.)
-                if m == poisonedMember && !(encoding == .bf16 && m == 0 && memberCount > 1) {
+                // (A bf16 or shared first of several is parked unchecked: aParkedContributionIsCheckedInThePassThatFusesIt.)
+                if m == poisonedMember && !(arrival.parkedUnchecked && m == 0 && memberCount > 1) {
                     var poisoned = Array(repeating: Float(1e18), count: 300) // big, and below the bound
                     poisoned[261] = huge
                     let seen = encoding == .bf16 ? BFloat16.decode(BFloat16.encode(huge)) : huge
-                    #expect(send(m, poisoned) == .failure(.outOfRange(shard: 0, index: 261, value: seen)), "\(encoding) \(memberCount) members, \(huge)")
+                    #expect(send(m, poisoned) == .failure(.outOfRange(shard: 0, index: 261, value: seen)), "\(arrival) \(memberCount) members, \(huge)")
                 }
                 outcomes.append(send(m, Array(repeating: m == 0 ? 0x1.fep63 : 1e18, count: 300)))
             }
             #expect(outcomes.allSatisfy { if case .success = $0 { true } else { false } }, "\(outcomes)")
             #expect(outcomes.last == .success(.complete(shard: 0)))
-            #expect(agg.gradient(shard: 0).allSatisfy { $0.isFinite }, "\(encoding) \(memberCount) members: \(Array(agg.gradient(shard: 0)).prefix(3))")
+            #expect(agg.gradient(shard: 0).allSatisfy { $0.isFinite }, "\(arrival) \(memberCount) members: \(Array(agg.gradient(shard: 0)).prefix(3))")
         } }
     }
 

@@ -100,11 +100,12 @@ public final class StepAggregator {
     private struct ShardState {
         var arrived: Set<String> = []
         var weight: Double = 0
-        /// The first contribution, kept in its frame until the second arrives. An fp32 one was
-        /// checked on arrival (the second may be fused into in place); a bf16 one is checked by
-        /// the pass that fuses it, or by `close(shard:)`. `stable`: in a received frame, which
-        /// nobody else can write; one in a member's shared memory is not (the member can still
-        /// change it), so it is only fused by a pass that checks it again.
+        /// The first contribution, kept in its frame until the second arrives. An fp32 one in a
+        /// frame was checked on arrival (the second may be fused into it in place); a bf16 one,
+        /// and one in a member's shared memory, is checked by the pass that fuses it, or by
+        /// `close(shard:)`. `stable`: in a received frame, which nobody else can write; one in
+        /// a member's shared memory is not (the member can still change it), so it is only
+        /// fused by a pass that checks it.
         var parked: (member: String, owner: AnyObject, payload: Payload, weight: Float, stable: Bool)?
         /// Where the shard's sum is when it is not in a pool buffer: an fp32 contribution's own
         /// frame, fused into in place (kept alive by `owner`).
@@ -152,8 +153,8 @@ public final class StepAggregator {
     /// second contribution's frame (or the only one's), which the CPU has just written, instead
     /// of in a pool buffer; the frame is kept until the shard is released or the next step
     /// begins. Memory that is not writable (a member's shared-memory segment) may still change
-    /// after it was checked: a parked fp32 one is fused only by a pass that checks it again
-    /// (never into a frame in place), and one added to a running sum is copied first.
+    /// after it was checked: a parked fp32 one is not checked on arrival but by the pass that
+    /// fuses it (never into a frame in place), and one added to a running sum is copied first.
     public func contribute(from member: String, header h: ShardHeader, payload: UnsafeRawBufferPointer,
                            owner: AnyObject, writable: Bool = false) -> Result<Outcome, Rejection> {
         guard h.job == job else { return .failure(.wrongJob(got: h.job, expected: job)) }
@@ -188,7 +189,7 @@ public final class StepAggregator {
             ? UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: Float.self)) : nil
         // Checked for NaN, ±∞ and values beyond ±2^64 before anything of it is used: in the pass
         // that overwrites the accumulator where that is the first use (single, firstTwo, which
-        // also checks a bf16 contribution parked unchecked), else in a pass of its own.
+        // also checks a contribution parked unchecked), else in a pass of its own.
         if arrivedBefore == 0 {
             if last, let own {
                 if let bad = Fusion.singleInPlace(own, w * scale, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
@@ -196,11 +197,13 @@ public final class StepAggregator {
             } else if last {
                 guard Fusion.single(sum(k), x, w * scale, count: range.count) else { return .failure(outOfRange(x, shard: k, count: range.count)) }
             } else {
-                // Parked: an fp32 contribution is checked now (the second may be fused into its
-                // own frame, which would be gone by the time this one turned out bad); a bf16
-                // one by the pass that fuses the two into a pool buffer, which reads it anyway
-                // and leaves both payloads as they were.
-                if encoding == .fp32, let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
+                // Parked: an fp32 contribution in a frame is checked now (the second may be fused
+                // into its own frame, which would be gone by the time this one turned out bad).
+                // A bf16 one, and one in a member's shared memory, is checked by the pass that
+                // fuses the two into a pool buffer, which reads it anyway and leaves both
+                // payloads as they were (a segment's must be checked there in any case: its
+                // member can change it meanwhile).
+                if encoding == .fp32, writable, let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
                 shards[k].parked = (member, owner, x, w, writable)
                 shards[k].arrived.insert(member)
                 shards[k].weight = weight
@@ -242,10 +245,11 @@ public final class StepAggregator {
     }
 
     /// Parked contributions refused after they were accepted (their member, why), since the
-    /// last call: a bf16 contribution's range is checked when the second contribution of its
-    /// shard is fused with it (or at the deadline), not on arrival. The caller counts and
-    /// records them as it does a rejected `contribute`; the refused member's shard k is no
-    /// longer among `arrived(shard:)`, and nothing of it is used.
+    /// last call: the range of a bf16 contribution, or of one in a member's shared memory, is
+    /// checked when the second contribution of its shard is fused with it (or at the deadline),
+    /// not on arrival. The caller counts and records them as it does a rejected `contribute`;
+    /// the refused member's shard k is no longer among `arrived(shard:)`, and nothing of it is
+    /// used.
     public func takeLateRefusals() -> [(member: String, rejection: Rejection)] {
         defer { lateRefusals.removeAll() }
         return lateRefusals
