@@ -271,6 +271,26 @@ size_t cohort_fp32_first_out_of_range(const void *x, size_t count) {
     return first_out_of_range(x, count, fp32_block_flags, fp32_first_flagged);
 }
 
+// dst[start..<end] = x[start..<end], and the flags of the values copied.
+COHORT_CLONES
+static uint32_t fp32_copy_block_flags(float *restrict dst, const unsigned char *restrict x, size_t start, size_t end) {
+    uint32_t flags = 0;
+    for (size_t i = start; i < end; i++) {
+        uint32_t v = load32(x, i);
+        flags |= out_of_range_flag32(v);
+        dst[i] = as_float(v);
+    }
+    return flags;
+}
+
+size_t cohort_fp32_copy_checked(float *restrict dst, const void *restrict x, size_t count) {
+    for (size_t start = 0; start < count; start += 256) {
+        size_t end = count - start < 256 ? count : start + 256;
+        if (fp32_copy_block_flags(dst, x, start, end)) return fp32_first_flagged((const unsigned char *)dst, start, end);
+    }
+    return count;
+}
+
 // b[start..<end] = a·wa + b·wb, or b·wb when there is no a.
 COHORT_CLONES
 static void fp32_blend_block(float *restrict b, float wb, const unsigned char *restrict a, float wa, size_t start, size_t end) {

@@ -639,8 +639,9 @@ extension AggregatorTests {
     }
 
     /// The fp32 fusion loops into a pool buffer (contributions read from a worker's shared
-    /// memory) in C give the Swift loops' bits and verdicts, at every length around the vector
-    /// widths, from unaligned payloads, with either operand poisoned or both.
+    /// memory) and the checked copy in C give the Swift loops' bits and verdicts, at every
+    /// length around the vector widths, from unaligned payloads, with either operand poisoned
+    /// or both.
     @Test func theFP32PoolFusionKernelsAreTheSwiftLoops() {
         var rng = SeededGenerator(seed: 8)
         let n = 1100
@@ -680,6 +681,17 @@ extension AggregatorTests {
                             expectKernelsMatchTheSwiftLoops(Payload(base: x, encoding: .fp32), Payload(base: y, encoding: .fp32),
                                                             count: count, firstIsClean: a == clean, start: start)
                         }
+                    }
+                }
+                // The checked copy (a third contribution from shared memory): the Swift loops'
+                // verdict, and the payload's bits when it is sound.
+                for x in [clean, early, middle, late] {
+                    x.withUnsafeBytes { px in
+                        var copy = [Float](repeating: 7, count: n), copyRef = copy
+                        let got = copy.withUnsafeMutableBufferPointer { Fusion.copyChecked($0.baseAddress!, fp32: px.baseAddress! + 1, count: count) }
+                        let want = copyRef.withUnsafeMutableBufferPointer { Fusion.Reference.copyChecked($0.baseAddress!, fp32: px.baseAddress! + 1, count: count) }
+                        #expect(got == want, "copyChecked's verdict, count \(count)")
+                        if want == nil { #expect(firstDifference(copy.map(\.bitPattern), copyRef.map(\.bitPattern)) == nil, "copyChecked, count \(count)") }
                     }
                 }
                 // The verdicts name the right operand, wherever the bad value lies.

@@ -57,6 +57,11 @@ void cohort_bf16_fuse_add(float *acc, const void *x, float w, float scale, size_
 /// The index of x's first fp32 value out of range (x may be unaligned), or count.
 size_t cohort_fp32_first_out_of_range(const void *x, size_t count);
 
+/// dst[i] = x[i] (x may be unaligned; a worker's shared memory, which can change while it is
+/// read), checked as it is copied: the index of the first value out of range in dst (the copy
+/// stops after that value's block of 256), else count. What dst holds is what was checked.
+size_t cohort_fp32_copy_checked(float *dst, const void *x, size_t count);
+
 /// b[i] = float(a[i])·wa + b[i]·wb; stops at the first block of b holding a value out of
 /// range and returns that value's index (it and its block untouched), else count.
 size_t cohort_fp32_fuse_two_in_place(float *b, float wb, const void *a, float wa, size_t count);

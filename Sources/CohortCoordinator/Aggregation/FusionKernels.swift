@@ -99,6 +99,14 @@ enum Fusion {
         }
     }
 
+    /// dst = x (fp32, possibly unaligned), checked in the same pass: the index of the first
+    /// value of the copy outside ±`limit`, if any (the copy then stops after its block). For
+    /// memory that can change while it is read: what dst holds is what was checked.
+    static func copyChecked(_ dst: UnsafeMutablePointer<Float>, fp32 x: UnsafeRawPointer, count: Int) -> Int? {
+        let i = cohort_fp32_copy_checked(dst, x, count)
+        return i < count ? i : nil
+    }
+
     /// The index of the first value of x[0..<count] outside ±`limit`, if any.
     static func firstOutOfRange(_ x: UnsafePointer<Float>, count: Int) -> Int? {
         firstOutOfRange(Payload(base: UnsafeRawPointer(x), encoding: .fp32), count: count)
@@ -131,6 +139,10 @@ enum Fusion {
         }
         static func firstOutOfRange(bf16 x: UnsafeRawPointer, count: Int) -> Int? { Fusion.firstOutOfRange(BF16(x), count) }
         static func firstOutOfRange(fp32 x: UnsafeRawPointer, count: Int) -> Int? { Fusion.firstOutOfRange(FP32(x), count) }
+        static func copyChecked(_ dst: UnsafeMutablePointer<Float>, fp32 x: UnsafeRawPointer, count: Int) -> Int? {
+            UnsafeMutableRawPointer(dst).copyMemory(from: x, byteCount: count * 4)
+            return Fusion.firstOutOfRange(FP32(UnsafeRawPointer(dst)), count)
+        }
         static func firstTwoInPlace(_ b: UnsafeMutablePointer<Float>, _ wb: Float, fp32 a: UnsafeRawPointer, _ wa: Float, count: Int) -> Int? {
             let a = FP32(a)
             return Fusion.inPlace(b, count) { i in a[i] * wa + b[i] * wb }

@@ -227,12 +227,15 @@ public final class StepAggregator {
         } else {
             var x = x
             if !writable && encoding == .fp32 {
-                // A member's shared memory, which it can still change: checked and added from a
-                // copy, so that what is added is what was checked.
-                UnsafeMutableRawPointer(scratch.baseAddress!).copyMemory(from: base, byteCount: payload.count)
-                x = Payload(base: UnsafeRawPointer(scratch.baseAddress!), encoding: .fp32)
+                // A member's shared memory, which it can still change: copied and checked in one
+                // pass, then added from the copy (still in the cache), so that what is added is
+                // what was checked.
+                let copy = scratch.baseAddress!
+                if let bad = Fusion.copyChecked(copy, fp32: base, count: range.count) { return .failure(Self.rejection(shard: k, index: bad, value: copy[bad])) }
+                x = Payload(base: UnsafeRawPointer(copy), encoding: .fp32)
+            } else if let bad = Fusion.firstOutOfRange(x, count: range.count) {
+                return .failure(rejection(x, shard: k, index: bad))
             }
-            if let bad = Fusion.firstOutOfRange(x, count: range.count) { return .failure(rejection(x, shard: k, index: bad)) }
             Fusion.add(sum(k), x, w, scale: scale, count: range.count)
         }
         shards[k].arrived.insert(member)
