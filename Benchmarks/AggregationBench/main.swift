@@ -7,7 +7,7 @@
 // context, on loopback. Release mode:
 //
 //     swift build -c release && .build/release/cohort-bench-aggregation   (it also runs the cohort binary)
-//     [--quick] [--passes N] [--rounds N] [--only SIZE_M[,WORKERS]] [--case NAME [--mean-only]]
+//     [--quick] [--passes N] [--rounds N] [--only SIZE_M[,WORKERS]] [--case NAME [--mean-only]] [--io-threads N]
 import CohortCompute
 import CohortCoordinator
 import CohortSpec
@@ -33,6 +33,9 @@ func shardElements(_ uplink: ShardEncoding) -> Int {
 }
 /// `--mean-only` (with `--case`): send the fused mean back instead of stepping an optimizer.
 let meanOnlyCase = args.contains("--mean-only")
+/// `--io-threads N`: the hub's libzmq I/O threads; by default as many as the coordinator starts
+/// with on this host (`CoordinatorSettings.defaultIOThreads`).
+let hubIOThreads = args.firstIndex(of: "--io-threads").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil } ?? CoordinatorSettings.defaultIOThreads
 
 Allocator.avoidPerMessageMapping()
 signal(SIGPIPE, SIG_IGN) // a gloo rank that died mid-row ends its figures, not this run
@@ -81,9 +84,11 @@ func measure(workers: Int, elements: Int, ipc: Bool, encoding: ShardEncoding, cu
     Thread {
         defer { hubDone.signal() }
         do {
-            let context = try Context()
+            // As the coordinator's data endpoint: I/O thread 0 is its api and control endpoints'.
+            let context = try Context(ioThreads: 1 + hubIOThreads)
             let zap = curve ? try ZAPHandler(context: context, authenticator: AdmitAll()) : nil
             let hub = try Socket(context, .router)
+            try hub.setIOThreadAffinity(1..<(1 + hubIOThreads))
             try hub.setHighWaterMarks(send: 0, receive: 0)
             if let zap { try hub.makeCurveServer(keys: serverKeys, zap: zap) }
             try hub.bind(ipc ? "ipc://\(NSTemporaryDirectory())cohort-agg-\(getpid())-\(workers)-\(elements)" : "tcp://127.0.0.1:0")
@@ -328,7 +333,8 @@ func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0,
 
 print("Cohort aggregation round: every worker sends its gradient as 1 MiB shards (2^18 fp32 or 2^19 bf16 elements, a job's default),")
 print("the hub fuses them as they land and sends every worker the new shards, ms: the median of \(rounds) rounds, then of \(passes) interleaved passes; hub and workers")
-print("are threads on one 2-core host (loopback), plaintext unless the case says CURVE. Beside it, torch.distributed gloo (Benchmarks/gloo_allreduce.py),")
+print("are threads on one \(ProcessInfo.processInfo.activeProcessorCount)-core host (loopback), the hub with \(hubIOThreads) I/O thread(s) as a coordinator here starts with,")
+print("plaintext unless the case says CURVE. Beside it, torch.distributed gloo (Benchmarks/gloo_allreduce.py),")
 print("timed right before and right after every case; a ratio is the median over the passes of the case against the mean of the")
 print("gloo runs on either side of it. Like for like:")
 print("  mean    the hub sends the fused mean back              vs gloo all_reduce (every rank ends with the mean)")

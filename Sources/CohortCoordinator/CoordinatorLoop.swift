@@ -75,10 +75,18 @@ final class CoordinatorLoop {
         self.store = store
         self.logger = logger
         self.stats = stats
-        context = try Context()
+        // I/O thread 0 for the api and control endpoints, the others for data connections:
+        // libzmq gives a connection to the thread with the fewest, counting every kind, so
+        // without this a worker's control and data connections would alternate and every data
+        // connection could land on one thread.
+        context = try Context(ioThreads: 1 + settings.ioThreads)
+        let dataThreads = 1..<(1 + settings.ioThreads)
         api = try Socket(context, .router)
         control = try Socket(context, .router)
         data = try Socket(context, .router)
+        try api.setIOThreadAffinity(0..<1)
+        try control.setIOThreadAffinity(0..<1)
+        try data.setIOThreadAffinity(dataThreads)
         if settings.plaintext {
             zap = nil
             publicKey = nil
@@ -107,6 +115,7 @@ final class CoordinatorLoop {
                 unlink(SharedSegment.directory + "/" + name)
             }
             let s = try Socket(context, .router)
+            try s.setIOThreadAffinity(dataThreads)
             try s.setHighWaterMarks(send: 0, receive: 0)
             try s.setMaxMessageSize(256 << 20)
             // A worker names its ipc connection by its session id; when a run restarts it opens a

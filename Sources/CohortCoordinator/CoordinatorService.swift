@@ -41,7 +41,7 @@ public final class RunningCoordinator: Sendable {
         try? store.recordEvent(actor: "coordinator", kind: "coordinator.started", detail: settings.address.description)
         logger.info("coordinator serving", metadata: [
             "api": "\(settings.apiEndpoint)", "control": "\(settings.controlEndpoint)", "data": "\(settings.dataEndpoint)",
-            "state": "\(settings.databasePath)"])
+            "state": "\(settings.databasePath)", "io-threads": "\(settings.ioThreads)"])
         return running
     }
 

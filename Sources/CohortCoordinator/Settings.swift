@@ -32,6 +32,14 @@ public struct CoordinatorSettings: Sendable {
     /// first has arrived (10× this when none has): a member alive but silent (its evaluation
     /// failed, or it is hostile) cannot keep a job from completing.
     public var evaluationGrace = 60.0
+    /// libzmq I/O threads for the data endpoints' connections (plus one for api and control):
+    /// they do each connection's socket reads and writes (and CURVE), a connection on one of
+    /// them. One thread serialises every member's shards through one core; with a thread per
+    /// busy connection the kernel's copies for different members run side by side
+    /// (docs/architecture.md, "I/O threads").
+    public var ioThreads = CoordinatorSettings.defaultIOThreads
+    /// As many data I/O threads as cores, up to 4.
+    public static var defaultIOThreads: Int { min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 4) }
     public var registry: Registry
     /// How often liveness and scheduling run.
     public var tickMilliseconds: Int

@@ -14,8 +14,10 @@ public struct CoordinatorConfig: Sendable, Hashable {
     public var keepCheckpoints: Int?
     public var deadlineSlack: Double?
     public var evaluationGrace: Double?
+    public var ioThreads: Int?
 
-    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc", "keep-checkpoints", "deadline-slack", "evaluation-grace"]
+    public static let keys = ["data-dir", "listen", "advertise", "plaintext", "heartbeat-interval", "missed-heartbeats", "ipc", "keep-checkpoints",
+                              "deadline-slack", "evaluation-grace", "io-threads"]
 
     public init() {}
 
@@ -46,6 +48,9 @@ public struct CoordinatorConfig: Sendable, Hashable {
             }
             if let n = node("keep-checkpoints") {
                 c.keepCheckpoints = f.integer(n, "keep-checkpoints", minimum: 1, expected: "a positive integer")
+            }
+            if let n = node("io-threads") {
+                c.ioThreads = f.integer(n, "io-threads", minimum: 1, maximum: 64, expected: "an integer from 1 to 64")
             }
             if let n = node("missed-heartbeats") {
                 c.missedHeartbeats = f.integer(n, "missed-heartbeats", minimum: 1, expected: "a positive integer")

@@ -95,13 +95,13 @@ final class YAMLFields {
         return scalar.string
     }
 
-    func integer(_ node: Node, _ path: String, minimum: Int, expected: String) -> Int? {
+    func integer(_ node: Node, _ path: String, minimum: Int, maximum: Int = .max, expected: String) -> Int? {
         guard let text = plain(node, path, expected: expected) else { return nil }
         guard let value = Int(text.replacingUnderscores()) else {
             report(path, node, "must be \(expected), got \(text)")
             return nil
         }
-        guard value >= minimum else {
+        guard value >= minimum && value <= maximum else {
             report(path, node, "must be \(expected), got \(value)")
             return nil
         }

@@ -110,6 +110,15 @@ extension Socket {
         try setOption(ZMQ_RCVHWM, Int32(receive), "ZMQ_RCVHWM")
     }
 
+    /// The context's I/O threads (numbered from 0) that this socket's new connections may be
+    /// given to, set before it binds or connects; libzmq gives each connection to the one with
+    /// the fewest. By default any of them.
+    public func setIOThreadAffinity(_ threads: Range<Int>) throws(TransportError) {
+        precondition(!threads.isEmpty && threads.lowerBound >= 0 && threads.upperBound <= 64, "I/O threads are numbered 0–63")
+        let mask = threads.reduce(UInt64(0)) { $0 | (UInt64(1) << UInt64($1)) }
+        try setOption(ZMQ_AFFINITY, Int64(bitPattern: mask), "ZMQ_AFFINITY")
+    }
+
     /// Frames larger than this make libzmq drop the connection before allocating them.
     public func setMaxMessageSize(_ bytes: Int) throws(TransportError) {
         try setOption(ZMQ_MAXMSGSIZE, Int64(bytes), "ZMQ_MAXMSGSIZE")

@@ -25,6 +25,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Seconds the end of a job waits for the final evaluation's other reports after the first (10× with none).") var evaluationGrace: Double?
     @Option(help: "Seconds between worker heartbeats.") var heartbeatInterval: Double?
     @Option(help: "Heartbeats a worker may miss before it is declared lost.") var missedHeartbeats: Int?
+    @Option(help: "Threads for the data connections' socket I/O (plus one for api and control). Default: the cores, up to 4.") var ioThreads: Int?
 
     func run() async throws {
         var file = CoordinatorConfig()
@@ -77,6 +78,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--evaluation-grace must be from 0 to 86400 seconds")
         }
         guard settings.keepCheckpoints >= 1 else { throw ValidationError("--keep-checkpoints must be at least 1") }
+        settings.ioThreads = ioThreads ?? file.ioThreads ?? CoordinatorSettings.defaultIOThreads
+        guard (1...64).contains(settings.ioThreads) else { throw ValidationError("--io-threads must be from 1 to 64, got \(settings.ioThreads)") }
         let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind
         settings.apiEndpoint = "tcp://\(bindHost):\(listenAddress.port)"
         settings.controlEndpoint = "tcp://\(bindHost):\(listenAddress.port + 1)"

@@ -60,6 +60,34 @@ struct SocketTests {
         }
     }
 
+    /// A socket's connections go only to the I/O threads its affinity names (the coordinator
+    /// keeps thread 0 for api and control, the rest for data): with threads 1 and 2 of three it
+    /// talks as any socket does; naming only a thread the context does not have, it cannot bind,
+    /// which shows the setting reaches libzmq.
+    @Test func ioThreadAffinityPicksTheThreadsAConnectionMayUse() async throws {
+        try await onDedicatedThread {
+            let context = try Context(ioThreads: 3)
+            let router = try Socket(context, .router)
+            try router.setIOThreadAffinity(1..<3)
+            try router.bind("tcp://127.0.0.1:0")
+            let endpoint = try router.lastEndpoint
+            var dealers: [Socket] = []
+            for i in 0..<4 {
+                let d = try Socket(context, .dealer)
+                try d.setIOThreadAffinity(0..<1)
+                try d.connect(endpoint)
+                try d.send(Array("dealer \(i)".utf8))
+                dealers.append(d)
+            }
+            var seen: Set<String> = []
+            for _ in dealers { seen.insert(String(decoding: try router.receive()[1].bytes, as: UTF8.self)) }
+            #expect(seen == Set((0..<4).map { "dealer \($0)" }))
+            let nowhere = try Socket(context, .router)
+            try nowhere.setIOThreadAffinity(5..<6)
+            #expect(throws: TransportError.self) { try nowhere.bind("tcp://127.0.0.1:0") }
+        }
+    }
+
     @Test func multipartMessagesKeepTheirFramesAndOrder() async throws {
         try await onDedicatedThread {
             let context = try Context()
