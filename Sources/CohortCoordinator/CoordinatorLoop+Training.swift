@@ -77,9 +77,9 @@ extension CoordinatorLoop {
 
     /// A member of a running job was lost: the run restarts with the members that remain (its
     /// step in progress is redone), or the job waits when too few remain.
-    func memberLost(_ id: Job.ID) {
+    func memberLost(_ id: Job.ID, reason: String = "a member was lost; restarting the step") {
         guard runs[id] != nil else { return }
-        endRun(id, reason: "a member was lost; restarting the step")
+        endRun(id, reason: reason)
         if (try? store.job(id).state) == .running { startRun(id) }
     }
 
@@ -116,6 +116,17 @@ extension CoordinatorLoop {
             let d = try notice.decodeBody(as: TrainingNotice.Release.self)
             guard let run = runs[d.job], run.members.contains(member), run.phase == .gathering else { return }
             failJob(run.job, "\(member) cannot take the job: \(Self.oneLine(d.reason))")
+        case NoticeKind.resync:
+            // The member's replica of θ̃ is lost and it has dropped the job: a restart redoes the
+            // step, and its start sends θ̃ whole to a member whose parameters do not match (a run
+            // still gathering does that anyway; one finishing no longer trains).
+            let r = try notice.decodeBody(as: TrainingNotice.Release.self)
+            guard let run = runs[r.job], run.members.contains(member), run.phase == .training else { return }
+            let reason = Self.oneLine(r.reason)
+            logger.warning("a member lost its copy of the parameters; restarting the run to send them whole",
+                           metadata: ["job.id": "\(r.job)", "worker.name": "\(member)", "reason": "\(reason)"])
+            try? store.recordEvent(actor: member, kind: "member.resync", job: r.job, detail: reason)
+            memberLost(r.job, reason: "\(member) lost its copy of the parameters; restarting the step")
         case NoticeKind.goodbye:
             // A worker stopping cleanly (SIGTERM): no need to wait for its heartbeats to lapse.
             if let worker = try store.worker(named: member), worker.state == .idle || worker.state == .busy {

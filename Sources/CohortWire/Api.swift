@@ -338,6 +338,10 @@ public enum NoticeKind {
     public static let progress = "progress"
     /// worker → coordinator (control): the worker is stopping (SIGTERM). Empty body.
     public static let goodbye = "goodbye"
+    /// worker → coordinator (control): the worker's replica of θ̃ is lost (a lossy parameter
+    /// difference did not decode) and it has dropped the job; the coordinator restarts the run,
+    /// whose start sends it θ̃ whole. Body `Release`: the job and why.
+    public static let resync = "resync"
     /// coordinator → worker (control): drop the job. Body `Release`.
     public static let release = "release"
     /// coordinator → worker (data): start at a step from the parameters the worker already holds

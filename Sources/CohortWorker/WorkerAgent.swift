@@ -442,25 +442,28 @@ public final class WorkerAgent {
                 // From the coordinator, or a site delegate (another worker): a u64 step must not trap.
                 let offset = Int(h.elementOffset), count = Int(h.elementCount)
                 guard let step = Int(exactly: h.step), offset + count <= job.model.parameterCount else { continue }
-                let target = job.replica.baseAddress + offset
-                let landed: Bool = withExtendedLifetime(frames) {
-                    let payload = frames[1].unsafeBytes
-                    if h.kind == .parameters {
-                        // The full parameters (a run's start, or an fp32 downlink): copied in.
-                        guard h.encoding == .fp32, payload.count == count * 4, let src = payload.baseAddress else { return false }
-                        ReplicaCopy.copy(src, to: target, byteCount: count * 4, streaming: job.streamsReplica)
-                        return true
-                    }
-                    // A lossy downlink: the difference to add to the replica, exactly as the
-                    // coordinator added it to its copy.
-                    guard h.encoding == job.downlink.encoding, (try? job.downlink.validate(payload, elements: count)) != nil else { return false }
-                    job.downlink.add(payload, count: count, into: target)
-                    return true
+                let landing = withExtendedLifetime(frames) {
+                    ParameterShard.land(h, payload: frames[1].unsafeBytes, into: job.replica.baseAddress, downlink: job.downlink,
+                                        streaming: job.streamsReplica)
                 }
-                guard landed else {
-                    logger.error("a parameter shard from the coordinator does not decode; dropping the job's replica",
-                                 metadata: ["job.id": "\(job.assignment.job)", "shard": "\(h.shard)", "encoding": "\(h.encoding)"])
+                let shardMetadata: Logger.Metadata = ["job.id": "\(job.assignment.job)", "step": "\(h.step)", "shard": "\(h.shard)"]
+                switch landing {
+                case .applied:
+                    break
+                case let .skipped(why):
+                    logger.warning("a parameter shard is skipped; the next step's parameters replace it",
+                                   metadata: shardMetadata.merging(["reason": "\(why)"]) { a, _ in a })
                     continue
+                case let .replicaLost(why):
+                    // Every later difference would build on the missing one: training on, this
+                    // worker would send gradients of parameters nobody else holds. It drops the
+                    // job and asks for a restart, whose start sends it the whole of θ̃.
+                    logger.error("this worker's copy of the parameters no longer matches the coordinator's; leaving the job to fetch them whole",
+                                 metadata: shardMetadata.merging(["reason": "\(why)"]) { a, _ in a })
+                    try? sendNotice(control, NoticeKind.resync, TrainingNotice.Release(
+                        job: job.assignment.job, reason: "parameter shard \(h.shard) of step \(h.step): \(why)"))
+                    current = nil
+                    return
                 }
                 if job.reducer != nil {
                     // The delegate relays every parameter shard to its site's members.

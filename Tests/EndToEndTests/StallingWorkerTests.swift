@@ -12,6 +12,8 @@ import TestSupport
 final class StallingWorker: @unchecked Sendable { // its thread owns the sockets; others only flip `stop`
     let stop = Atomic<Bool>(false)
     let done = DispatchSemaphore(value: 0)
+    /// `assign` notices received so far.
+    let assignments = Atomic<Int>(0)
 
     /// With `partial`, from step `fromStep` on it sends the first `now` shards of a (zero)
     /// gradient as soon as a step's parameters are in and the rest `later` seconds after; before
@@ -24,8 +26,12 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
     /// of the wrong size, one for a stale step, one for another job, one for a job id beyond
     /// Int64, and metrics with counts of Int.max. Its gradients travel in `encoding` (fp32 or
     /// bf16: a bf16 job parks a first contribution unchecked and refuses it when it is fused).
+    ///
+    /// With `resync`, once the first parameters of its first assignment arrive it says what a
+    /// worker says whose copy of θ̃ was lost (`resync`), as a real one does when a lossy shard
+    /// does not decode, and goes silent until it is assigned again.
     init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?,
-         hostile: Bool = false, partial: Partial? = nil, encoding: ShardEncoding = .fp32) throws {
+         hostile: Bool = false, partial: Partial? = nil, encoding: ShardEncoding = .fp32, resync: Bool = false) throws {
         let keys = try CurveKeyPair.load(from: keyPath)
         Thread { [self] in
             defer { done.signal() }
@@ -42,6 +48,7 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
             var sequence: UInt64 = 0
             var landed: [UInt64: [ShardHeader]] = [:] // parameter shards per step (partial)
             var pending: [(at: Date, header: ShardHeader)] = []
+            var saidResync = false
             func sendZeros(_ h: ShardHeader) {
                 let zeros = [Float](repeating: 0, count: Int(h.elementCount)).withUnsafeBytes { Array($0) }
                 try? data.send([.bytes(Message.shard(h).encode()), .bytes(zeros)])
@@ -52,6 +59,7 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                 while let frames = try? control.receive(dontWait: true) {
                     guard case let .notice(n)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }), n.kind == NoticeKind.assign,
                           let a = try? n.decodeBody(as: TrainingNotice.Assignment.self) else { continue }
+                    assignments.add(1, ordering: .relaxed)
                     let json = String(decoding: (try? JSONEncoder().encode(model)) ?? Data(), as: UTF8.self)
                     if let attach = try? Notice(kind: NoticeKind.attach, json: TrainingNotice.Attach(job: a.job)),
                        let ready = try? Notice(kind: NoticeKind.ready, json: TrainingNotice.Ready(job: a.job, model: json, parameterCount: 0,
@@ -61,6 +69,12 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                     }
                 }
                 while let frames = try? data.receive(dontWait: true) { // parameters arrive
+                    if resync, assignments.load(ordering: .relaxed) == 1, !saidResync,
+                       case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }),
+                       let notice = try? Notice(kind: NoticeKind.resync, json: TrainingNotice.Release(job: Int64(p.job), reason: "shard \(p.shard) does not decode")) {
+                        try? control.send(Message.notice(notice).encode())
+                        saidResync = true
+                    }
                     if let partial, frames.count == 2, case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }) {
                         landed[p.step, default: []].append(p)
                         guard landed[p.step]!.count == Int(p.shardCount) else { continue }
@@ -126,7 +140,8 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
 struct StallingWorkerTests {
     /// Enrols a fake member of `institution` and starts it on an MLP 64-hidden-10 over digits.
     func fake(_ c: CoordinatorProcess, _ name: String, _ institution: String, hidden: Int,
-              hostile: Bool = false, partial: StallingWorker.Partial? = nil, encoding: ShardEncoding = .fp32) async throws -> StallingWorker {
+              hostile: Bool = false, partial: StallingWorker.Partial? = nil, encoding: ShardEncoding = .fp32,
+              resync: Bool = false) async throws -> StallingWorker {
         let token = try await c.cli(["admin", "token", "--institution", institution, "--role", "worker"])
         let key = c.dataDir + "/\(name)/key"
         let enrolled = try await runProcess(try cohortBinary(), ["enroll", "--join", token.stdout, "--key", key, "--name", name],
@@ -137,7 +152,7 @@ struct StallingWorkerTests {
         return try StallingWorker(keyPath: key, address: try CoordinatorAddress(parsing: c.address),
                                   serverKey: try CurveKeyPair.loadPublicKey(from: c.dataDir + "/coordinator.key.pub"),
                                   model: .mlp(.init(inputs: 64, hidden: [hidden], classes: 10)), contentHash: hash,
-                                  hostile: hostile, partial: partial, encoding: encoding)
+                                  hostile: hostile, partial: partial, encoding: encoding, resync: resync)
     }
 
     /// Submits `spec`, waits for it to end (it must complete), and returns its id and events.
@@ -215,6 +230,22 @@ struct StallingWorkerTests {
         let bytesOut = try #require(try CohortStoreReader(c.dataDir).metric(job: id, "bytes_out"))
         #expect(bytesOut <= 70 * perSet, "sent \(bytesOut / perSet) parameter sets")
         withExtendedLifetime((real, stuck)) {}
+    }
+
+    /// A member whose copy of θ̃ is lost (a lossy parameter difference did not decode) says so
+    /// and drops the job: the coordinator records it and restarts the run (which sends it θ̃
+    /// whole), instead of training on while that member computes gradients of parameters
+    /// nobody holds; the job still completes.
+    @Test func aMemberThatLostItsCopyOfTheParametersIsGivenThemAgain() async throws {
+        let c = try CoordinatorProcess(deadlineSlack: 0.3)
+        try await onDedicatedThread { _ = try c.waitUntilServing() }
+        let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
+        let lost = try await fake(c, "lost", "mit", hidden: 32, resync: true)
+        try await Task.sleep(for: .seconds(1))
+        let (_, events) = try await complete(c, Self.threeMemberSpec("with-a-lost-replica", steps: 20), timeout: 90)
+        #expect(events.contains { $0.kind == "member.resync" && $0.actor == "lost" && $0.detail.contains("does not decode") }, "\(events.map(\.kind))")
+        #expect(lost.assignments.load(ordering: .relaxed) >= 2, "the run restarted and assigned it again")
+        withExtendedLifetime((real, lost)) {}
     }
 
     /// At a deadline, some shards have contributions and one has none (every member is still
