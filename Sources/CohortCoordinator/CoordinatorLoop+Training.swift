@@ -4,6 +4,7 @@ import CohortStore
 import CohortTransport
 import CohortWire
 import Foundation
+import Logging
 
 extension CoordinatorLoop {
     // MARK: - Runs
@@ -117,16 +118,9 @@ extension CoordinatorLoop {
             guard let run = runs[d.job], run.members.contains(member), run.phase == .gathering else { return }
             failJob(run.job, "\(member) cannot take the job: \(Self.oneLine(d.reason))")
         case NoticeKind.resync:
-            // The member's replica of θ̃ is lost and it has dropped the job: a restart redoes the
-            // step, and its start sends θ̃ whole to a member whose parameters do not match (a run
-            // still gathering does that anyway; one finishing no longer trains).
             let r = try notice.decodeBody(as: TrainingNotice.Release.self)
-            guard let run = runs[r.job], run.members.contains(member), run.phase == .training else { return }
-            let reason = Self.oneLine(r.reason)
-            logger.warning("a member lost its copy of the parameters; restarting the run to send them whole",
-                           metadata: ["job.id": "\(r.job)", "worker.name": "\(member)", "reason": "\(reason)"])
-            try? store.recordEvent(actor: member, kind: "member.resync", job: r.job, detail: reason)
-            memberLost(r.job, reason: "\(member) lost its copy of the parameters; restarting the step")
+            guard let run = runs[r.job], run.members.contains(member) else { return }
+            try resync(run, member, reason: Self.oneLine(r.reason))
         case NoticeKind.goodbye:
             // A worker stopping cleanly (SIGTERM): no need to wait for its heartbeats to lapse.
             if let worker = try store.worker(named: member), worker.state == .idle || worker.state == .busy {
@@ -139,6 +133,45 @@ extension CoordinatorLoop {
             if let rtt = p.rttMs { run.rttMs[member] = rtt }
         default:
             logger.info("unknown notice", metadata: ["kind": "\(notice.kind)", "from": "\(member)"])
+        }
+    }
+
+    /// A member's replica of θ̃ is lost and it has dropped the job (`resync`). While the job
+    /// trains, its run restarts: the step is redone and the start sends θ̃ whole to every
+    /// member whose parameters do not match, which after a restart is every one past step 0.
+    /// While it finishes, the member's final evaluation is no longer awaited. A run still
+    /// gathering sends θ̃ whole anyway: the notice is ignored then. Only under a lossy downlink
+    /// (with fp32 every step sends the whole parameters, and a worker never asks), and
+    /// `maxResyncs` times per member and job: past that the member is left to the step
+    /// deadlines, as a stalled one is.
+    private func resync(_ run: JobRun, _ member: String, reason: String) throws {
+        // Gathering: a stale one from the run before (it came ahead of the member's `ready`).
+        guard run.phase == .training || run.phase == .finishing else { return }
+        let key = "\(run.job)/\(member)"
+        let count = resyncs[key, default: 0] + 1
+        resyncs[key] = count
+        let metadata: Logger.Metadata = ["job.id": "\(run.job)", "worker.name": "\(member)", "reason": "\(reason)"]
+        let fp32 = run.spec.training.downlinkEncoding == .fp32
+        if fp32 || count > Self.maxResyncs {
+            // Said once per member and job: a member that repeats it cannot fill the log or the database.
+            guard count == (fp32 ? 1 : Self.maxResyncs + 1) else { return }
+            let why = fp32 ? "the job's downlink is fp32: every step sends the whole parameters"
+                : "it asked \(Self.maxResyncs) times already; the step deadlines leave it out from now on"
+            logger.warning("a member asked for the parameters again; not honoured", metadata: metadata.merging(["why": "\(why)"]) { a, _ in a })
+            try? store.recordEvent(actor: member, kind: "member.resync", job: run.job, detail: "\(reason) (not honoured: \(why))")
+            return
+        }
+        try? store.recordEvent(actor: member, kind: "member.resync", job: run.job, detail: reason)
+        switch run.phase {
+        case .training:
+            logger.warning("a member lost its copy of the parameters; restarting the run to send them whole", metadata: metadata)
+            memberLost(run.job, reason: "\(member) lost its copy of the parameters; restarting the step")
+        case .finishing:
+            // It will not evaluate: the job completes with the others' reports.
+            run.lagging.insert(run.uplinkMember(of: member))
+            if let step = run.state?.step { try metricsArrived(run, step: step) }
+        default:
+            break
         }
     }
 

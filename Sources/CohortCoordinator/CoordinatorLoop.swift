@@ -57,6 +57,10 @@ final class CoordinatorLoop {
     /// Jobs whose run ended in this process: their late shards are dropped without an event.
     var endedRuns: Set<Job.ID> = []
     var rejectionLogged: Set<String> = []
+    /// `resync`s per "JOB/MEMBER" in this process: each restarts the job's run, so a member gets
+    /// `maxResyncs` (a worker that keeps losing its copy is broken, or hostile).
+    var resyncs: [String: Int] = [:]
+    static let maxResyncs = 3
     /// When an `access.denied` event was last recorded for a principal and method.
     var deniedRecorded: [String: Date] = [:]
     var lastProgressWrite: [Job.ID: Int] = [:]
@@ -79,6 +83,9 @@ final class CoordinatorLoop {
         // libzmq gives a connection to the thread with the fewest, counting every kind, so
         // without this a worker's control and data connections would alternate and every data
         // connection could land on one thread.
+        guard CoordinatorSettings.ioThreadRange.contains(settings.ioThreads) else {
+            throw TransportError.misconfigured("io-threads must be from 1 to 63, got \(settings.ioThreads)")
+        }
         context = try Context(ioThreads: 1 + settings.ioThreads)
         let dataThreads = 1..<(1 + settings.ioThreads)
         api = try Socket(context, .router)

@@ -38,6 +38,8 @@ public struct CoordinatorSettings: Sendable {
     /// busy connection the kernel's copies for different members run side by side
     /// (docs/architecture.md, "I/O threads").
     public var ioThreads = CoordinatorSettings.defaultIOThreads
+    /// What `ioThreads` may be: libzmq's affinity mask has 64 bits, and thread 0 is api's and control's.
+    public static let ioThreadRange = 1...63
     /// As many data I/O threads as cores, up to 4.
     public static var defaultIOThreads: Int { min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 4) }
     public var registry: Registry

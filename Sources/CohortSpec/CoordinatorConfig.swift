@@ -50,7 +50,7 @@ public struct CoordinatorConfig: Sendable, Hashable {
                 c.keepCheckpoints = f.integer(n, "keep-checkpoints", minimum: 1, expected: "a positive integer")
             }
             if let n = node("io-threads") {
-                c.ioThreads = f.integer(n, "io-threads", minimum: 1, maximum: 64, expected: "an integer from 1 to 64")
+                c.ioThreads = f.integer(n, "io-threads", minimum: 1, maximum: 63, expected: "an integer from 1 to 63")
             }
             if let n = node("missed-heartbeats") {
                 c.missedHeartbeats = f.integer(n, "missed-heartbeats", minimum: 1, expected: "a positive integer")

@@ -114,7 +114,9 @@ extension Socket {
     /// given to, set before it binds or connects; libzmq gives each connection to the one with
     /// the fewest. By default any of them.
     public func setIOThreadAffinity(_ threads: Range<Int>) throws(TransportError) {
-        precondition(!threads.isEmpty && threads.lowerBound >= 0 && threads.upperBound <= 64, "I/O threads are numbered 0–63")
+        guard !threads.isEmpty, threads.lowerBound >= 0, threads.upperBound <= 64 else {
+            throw .misconfigured("I/O threads are numbered 0–63; \(threads) is not a set of them")
+        }
         let mask = threads.reduce(UInt64(0)) { $0 | (UInt64(1) << UInt64($1)) }
         try setOption(ZMQ_AFFINITY, Int64(bitPattern: mask), "ZMQ_AFFINITY")
     }

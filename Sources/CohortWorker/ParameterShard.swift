@@ -5,12 +5,13 @@ enum ParameterShard {
     enum Landing: Equatable {
         /// In the replica.
         case applied
-        /// Not used, and nothing lost: a `parameters` shard carries the whole values, so the next
-        /// step's copy of it replaces what this one would have written.
+        /// Not used, and nothing lost: under an fp32 downlink a `parameters` shard carries the
+        /// whole values, and the next step's copy of it replaces what this one would have written.
         case skipped(String)
         /// Not used, and the replica can no longer be trusted: under a lossy downlink a `delta`
-        /// shard is the difference to add, and every later one builds on it. Only the whole of
-        /// θ̃ from the coordinator mends that.
+        /// shard is the difference to add, and every later one builds on it (so does every one
+        /// after a run's start, the only time θ̃ comes whole). Only the whole of θ̃ from the
+        /// coordinator mends that.
         case replicaLost(String)
     }
 
@@ -26,7 +27,9 @@ enum ParameterShard {
         if h.kind == .parameters {
             // The full parameters (a run's start, or an fp32 downlink): copied in.
             guard h.encoding == .fp32, payload.count == count * 4, let src = payload.baseAddress else {
-                return .skipped("a parameters shard must be \(count) fp32 values (\(count * 4) bytes), got \(payload.count) bytes as \(h.encoding)")
+                let why = "a parameters shard must be \(count) fp32 values (\(count * 4) bytes), got \(payload.count) bytes as \(h.encoding)"
+                // Under a lossy downlink whole values come only at a run's start: nothing replaces them.
+                return downlink.encoding == .fp32 ? .skipped(why) : .replicaLost(why)
             }
             ReplicaCopy.copy(src, to: target, byteCount: count * 4, streaming: streaming)
             return .applied

@@ -335,11 +335,17 @@ public final class WorkerAgent {
         case NoticeKind.release:
             guard let r = try? notice.decodeBody(as: TrainingNotice.Release.self), current?.assignment.job == r.job else { return }
             logger.info("job released", metadata: ["job.id": "\(r.job)", "reason": "\(r.reason)"])
-            current = nil
-            siteAllowList.set([:])
+            dropJob()
         default:
             break
         }
+    }
+
+    /// Lets go of the current job: its sockets, segments and data go with it, and the site
+    /// endpoint admits nobody until the next job says whom.
+    private func dropJob() {
+        current = nil
+        siteAllowList.set([:])
     }
 
     /// Loads the job's data and model, opens the data connection and says it is ready.
@@ -462,7 +468,7 @@ public final class WorkerAgent {
                                  metadata: shardMetadata.merging(["reason": "\(why)"]) { a, _ in a })
                     try? sendNotice(control, NoticeKind.resync, TrainingNotice.Release(
                         job: job.assignment.job, reason: "parameter shard \(h.shard) of step \(h.step): \(why)"))
-                    current = nil
+                    dropJob()
                     return
                 }
                 if job.reducer != nil {

@@ -79,7 +79,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         guard settings.keepCheckpoints >= 1 else { throw ValidationError("--keep-checkpoints must be at least 1") }
         settings.ioThreads = ioThreads ?? file.ioThreads ?? CoordinatorSettings.defaultIOThreads
-        guard (1...64).contains(settings.ioThreads) else { throw ValidationError("--io-threads must be from 1 to 64, got \(settings.ioThreads)") }
+        guard CoordinatorSettings.ioThreadRange.contains(settings.ioThreads) else {
+            throw ValidationError("--io-threads must be from 1 to 63, got \(settings.ioThreads)")
+        }
         let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind
         settings.apiEndpoint = "tcp://\(bindHost):\(listenAddress.port)"
         settings.controlEndpoint = "tcp://\(bindHost):\(listenAddress.port + 1)"

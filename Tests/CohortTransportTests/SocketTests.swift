@@ -82,9 +82,14 @@ struct SocketTests {
             var seen: Set<String> = []
             for _ in dealers { seen.insert(String(decoding: try router.receive()[1].bytes, as: UTF8.self)) }
             #expect(seen == Set((0..<4).map { "dealer \($0)" }))
+            // Thread 2 is the context's last, thread 3 one past it: bit i is thread i.
+            let last = try Socket(context, .router)
+            try last.setIOThreadAffinity(2..<3)
+            try last.bind("tcp://127.0.0.1:0")
             let nowhere = try Socket(context, .router)
-            try nowhere.setIOThreadAffinity(5..<6)
+            try nowhere.setIOThreadAffinity(3..<4)
             #expect(throws: TransportError.self) { try nowhere.bind("tcp://127.0.0.1:0") }
+            #expect(throws: TransportError.self) { try nowhere.setIOThreadAffinity(63..<65) }
         }
     }
 

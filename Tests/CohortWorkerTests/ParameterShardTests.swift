@@ -45,6 +45,18 @@ struct ParameterShardTests {
         }
     }
 
+    /// Under a lossy downlink whole values come only at a run's start: nothing replaces a start
+    /// shard that cannot be used, so the replica is lost.
+    @Test func aStartShardThatCannotBeUsedUnderALossyDownlinkLosesTheReplica() {
+        let values: [Float] = [10, 11, 12, 13]
+        let (copied, replica) = land(header(.parameters, .fp32), encoded(values, .fp32), downlink: .int8)
+        #expect(copied == .applied)
+        #expect(replica == [0, 1, 10, 11, 12, 13, 6, 7])
+        let (landing, untouched) = land(header(.parameters, .fp32), Array(encoded(values, .fp32).dropLast()), downlink: .int8)
+        guard case .replicaLost = landing else { Issue.record("\(landing)"); return }
+        #expect(untouched == replicaStart)
+    }
+
     @Test(arguments: [ShardEncoding.bf16, .int8])
     func aDifferenceIsAddedAndOneThatDoesNotDecodeLosesTheReplica(encoding: ShardEncoding) {
         let difference: [Float] = [127, -127, 0, 64] // exact in bf16, and in int8 (scale 1)

@@ -35,7 +35,7 @@ struct CLITests {
             (["coordinator", "--data-dir", ""], "--data-dir is empty"),
             (["coordinator", "--data-dir", dir + "/c", "--heartbeat-interval", "1e300"], "--heartbeat-interval must be from 0.05 to 60 seconds"),
             (["coordinator", "--data-dir", dir + "/c", "--missed-heartbeats", "0"], "--missed-heartbeats must be from 1 to 10000"),
-            (["coordinator", "--data-dir", dir + "/c", "--io-threads", "0"], "--io-threads must be from 1 to 64, got 0"),
+            (["coordinator", "--data-dir", dir + "/c", "--io-threads", "0"], "--io-threads must be from 1 to 63, got 0"),
             (["worker", "--state-dir", "", "--coordinator", "127.0.0.1:1"], "--state-dir is empty"),
             (["download", "1", "--out", ""], "--out is empty"),
             (["download", "1", "--out", "/dev/null"], "/dev/null exists and is not a regular file"),

@@ -27,9 +27,9 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
     /// Int64, and metrics with counts of Int.max. Its gradients travel in `encoding` (fp32 or
     /// bf16: a bf16 job parks a first contribution unchecked and refuses it when it is fused).
     ///
-    /// With `resync`, once the first parameters of its first assignment arrive it says what a
-    /// worker says whose copy of θ̃ was lost (`resync`), as a real one does when a lossy shard
-    /// does not decode, and goes silent until it is assigned again.
+    /// With `resync`, once the first parameters of each assignment arrive it says what a worker
+    /// says whose copy of θ̃ was lost (`resync`), as a real one does when a lossy shard does not
+    /// decode, and goes silent until it is assigned again.
     init(keyPath: String, address: CoordinatorAddress, serverKey: CurveKey, model: ModelDescription, contentHash: String?,
          hostile: Bool = false, partial: Partial? = nil, encoding: ShardEncoding = .fp32, resync: Bool = false) throws {
         let keys = try CurveKeyPair.load(from: keyPath)
@@ -48,7 +48,7 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
             var sequence: UInt64 = 0
             var landed: [UInt64: [ShardHeader]] = [:] // parameter shards per step (partial)
             var pending: [(at: Date, header: ShardHeader)] = []
-            var saidResync = false
+            var resyncedAssignment = 0
             func sendZeros(_ h: ShardHeader) {
                 let zeros = [Float](repeating: 0, count: Int(h.elementCount)).withUnsafeBytes { Array($0) }
                 try? data.send([.bytes(Message.shard(h).encode()), .bytes(zeros)])
@@ -69,11 +69,11 @@ final class StallingWorker: @unchecked Sendable { // its thread owns the sockets
                     }
                 }
                 while let frames = try? data.receive(dontWait: true) { // parameters arrive
-                    if resync, assignments.load(ordering: .relaxed) == 1, !saidResync,
+                    if resync, resyncedAssignment != assignments.load(ordering: .relaxed),
                        case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }),
                        let notice = try? Notice(kind: NoticeKind.resync, json: TrainingNotice.Release(job: Int64(p.job), reason: "shard \(p.shard) does not decode")) {
                         try? control.send(Message.notice(notice).encode())
-                        saidResync = true
+                        resyncedAssignment = assignments.load(ordering: .relaxed)
                     }
                     if let partial, frames.count == 2, case let .shard(p)? = try? frames[0].withUnsafeBytes({ try Message.decode($0) }) {
                         landed[p.step, default: []].append(p)
@@ -232,19 +232,25 @@ struct StallingWorkerTests {
         withExtendedLifetime((real, stuck)) {}
     }
 
-    /// A member whose copy of θ̃ is lost (a lossy parameter difference did not decode) says so
-    /// and drops the job: the coordinator records it and restarts the run (which sends it θ̃
-    /// whole), instead of training on while that member computes gradients of parameters
-    /// nobody holds; the job still completes.
-    @Test func aMemberThatLostItsCopyOfTheParametersIsGivenThemAgain() async throws {
+    /// A member whose copy of θ̃ is lost (under a lossy downlink, a parameter difference did not
+    /// decode) says so and drops the job: the coordinator records it and restarts the run,
+    /// whose start sends θ̃ whole, instead of training on while that member computes gradients
+    /// of parameters nobody holds. A member that keeps saying it (broken, or hostile) gets
+    /// `maxResyncs` restarts, then only the step deadlines; the job completes.
+    @Test func aMemberThatLostItsCopyOfTheParametersIsGivenThemAgainAFewTimes() async throws {
         let c = try CoordinatorProcess(deadlineSlack: 0.3)
         try await onDedicatedThread { _ = try c.waitUntilServing() }
         let real = try await DistributedTrainingTests().startWorkers(c, [("pku-01", "pku"), ("sjtu-01", "sjtu")])
         let lost = try await fake(c, "lost", "mit", hidden: 32, resync: true)
         try await Task.sleep(for: .seconds(1))
-        let (_, events) = try await complete(c, Self.threeMemberSpec("with-a-lost-replica", steps: 20), timeout: 90)
-        #expect(events.contains { $0.kind == "member.resync" && $0.actor == "lost" && $0.detail.contains("does not decode") }, "\(events.map(\.kind))")
-        #expect(lost.assignments.load(ordering: .relaxed) >= 2, "the run restarted and assigned it again")
+        let spec = Self.threeMemberSpec("with-a-lost-replica", steps: 20)
+            .replacingOccurrences(of: "global-batch-size: 48}", with: "global-batch-size: 48, downlink-encoding: bf16}")
+        let (_, events) = try await complete(c, spec, timeout: 120)
+        let resyncs = events.filter { $0.kind == "member.resync" && $0.actor == "lost" }
+        #expect(resyncs.filter { $0.detail.contains("does not decode") && !$0.detail.contains("not honoured") }.count == 3, "\(resyncs.map(\.detail))")
+        #expect(resyncs.filter { $0.detail.contains("not honoured: it asked 3 times already") }.count == 1, "\(resyncs.map(\.detail))")
+        // Assigned at the start and after each of the three restarts; the fourth was not one.
+        #expect(lost.assignments.load(ordering: .relaxed) == 4)
         withExtendedLifetime((real, lost)) {}
     }
 

@@ -32,6 +32,9 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
     /// A finite value of 2^64 or more in magnitude (see `Fusion.limit`).
     case outOfRange(shard: Int, index: Int, value: Float)
     case malformed(shard: Int, reason: String)
+    /// A fusing pass read a value out of range, and a second read found none: the member's
+    /// shared memory changed after it sent the shard.
+    case changedAfterSending(shard: Int)
     case noSamples
 
     public var description: String {
@@ -46,6 +49,9 @@ public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
         case let .nonFinite(shard, index): return ContributionRange.problem(shard: shard, index: index, value: .nan)
         case let .outOfRange(shard, index, value): return ContributionRange.problem(shard: shard, index: index, value: value)
         case let .malformed(shard, reason): return "shard \(shard) does not decode: \(reason)"
+        case let .changedAfterSending(shard):
+            return "shard \(shard) held a value out of range when it was fused, and its values changed after it was sent "
+                + "(a worker must not write its shared memory again before the step's parameters come)"
         case .noSamples: return "a contribution of 0 samples"
         }
     }
@@ -267,9 +273,12 @@ public final class StepAggregator {
         lateRefusals.append((parked.member, outOfRange(parked.payload, shard: k, count: layout.range(k).count)))
     }
 
-    /// The rejection of a contribution a fusing pass found a value outside ±2^64 in.
+    /// The rejection of a contribution a fusing pass found a value outside ±2^64 in, naming
+    /// the element and value read again now (memory its member can still write may no longer
+    /// hold it).
     private func outOfRange(_ x: Payload, shard k: Int, count: Int) -> Rejection {
-        rejection(x, shard: k, index: Fusion.firstOutOfRange(x, count: count) ?? 0)
+        guard let i = Fusion.firstOutOfRange(x, count: count) else { return .changedAfterSending(shard: k) }
+        return rejection(x, shard: k, index: i)
     }
 
     /// NaN or ±∞ at element i, or a finite value too large.
