@@ -41,7 +41,7 @@ public struct CoordinatorSettings: Sendable {
     /// What `ioThreads` may be: libzmq's affinity mask has 64 bits, and thread 0 is api's and control's.
     public static let ioThreadRange = 1...63
     /// As many data I/O threads as cores, up to 4.
-    public static var defaultIOThreads: Int { min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 4) }
+    public static var defaultIOThreads: Int { Context.defaultDataIOThreads }
     public var registry: Registry
     /// How often liveness and scheduling run.
     public var tickMilliseconds: Int

@@ -1,4 +1,5 @@
 internal import CZeroMQ
+import Foundation
 
 /// A libzmq context: its I/O threads and the sockets made from it. libzmq contexts are
 /// thread-safe, so this one is `Sendable`; the sockets made from it are not.
@@ -17,6 +18,10 @@ public final class Context: @unchecked Sendable {
             try zmqCall("zmq_ctx_set(ZMQ_MAX_SOCKETS)") { zmq_ctx_set(h, ZMQ_MAX_SOCKETS, Int32(maxSockets)) }
         }
     }
+
+    /// I/O threads for a hub's data connections (the coordinator's data endpoints, a site
+    /// delegate's site endpoint): as many as cores, up to 4. A busy connection keeps one busy.
+    public static var defaultDataIOThreads: Int { min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 4) }
 
     deinit {
         // Every socket holds its context, so by now all sockets are closed and this cannot hang

@@ -175,8 +175,12 @@ public final class WorkerAgent {
         self.settings = settings
         self.logger = logger
         ComputeThreads.set(settings.threads)
-        context = try Context()
+        // A site delegate is its institution's hub: its members' connections get I/O threads of
+        // their own, as the coordinator's data connections do (thread 0 is the worker's own).
+        let siteThreads = settings.siteListen == nil ? 0 : Context.defaultDataIOThreads
+        context = try Context(ioThreads: 1 + siteThreads)
         control = try Socket(context, .dealer)
+        try control.setIOThreadAffinity(0..<1)
         try control.setLinger(milliseconds: 0)
         try control.setReconnectInterval(initialMilliseconds: 100, maximumMilliseconds: 2000)
         try control.makeCurveClient(keys: settings.keys, serverKey: settings.serverKey)
@@ -185,6 +189,7 @@ public final class WorkerAgent {
         if let listen = settings.siteListen {
             let zap = try ZAPHandler(context: context, authenticator: siteAllowList)
             let socket = try Socket(context, .router)
+            try socket.setIOThreadAffinity(1..<(1 + siteThreads))
             try socket.setLinger(milliseconds: 0)
             try socket.setHighWaterMarks(send: 0, receive: 0)
             try socket.setMaxMessageSize(256 << 20)
@@ -390,6 +395,7 @@ public final class WorkerAgent {
             sampler = try Sampler(seed: spec.seed ^ (UInt64(own, radix: 16) ?? 0), datasetSize: train.count, globalBatchSize: max(slice.count, 1))
         }
         let data = try Socket(self.context, .dealer)
+        try data.setIOThreadAffinity(0..<1)
         try data.setLinger(milliseconds: 0)
         try data.setHighWaterMarks(send: 0, receive: 0)
         try data.setMaxMessageSize(256 << 20)
