@@ -34,9 +34,9 @@ func shardElements(_ uplink: ShardEncoding) -> Int {
 /// `--mean-only` (with `--case`): send the fused mean back instead of stepping an optimizer.
 let meanOnlyCase = args.contains("--mean-only")
 /// `--io-threads N`: the hub's libzmq I/O threads; by default as many as the coordinator starts
-/// with on this host (`CoordinatorSettings.defaultIOThreads`).
+/// with on this host (`Context.defaultDataIOThreads`).
 let hubIOThreads = min(max(args.firstIndex(of: "--io-threads").flatMap { i in i + 1 < args.count ? Int(args[i + 1]) : nil }
-    ?? CoordinatorSettings.defaultIOThreads, 1), CoordinatorSettings.ioThreadRange.upperBound)
+    ?? Context.defaultDataIOThreads, 1), CoordinatorSettings.ioThreadRange.upperBound)
 
 Allocator.avoidPerMessageMapping()
 signal(SIGPIPE, SIG_IGN) // a gloo rank that died mid-row ends its figures, not this run

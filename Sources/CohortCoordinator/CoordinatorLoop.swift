@@ -83,8 +83,9 @@ final class CoordinatorLoop {
         // libzmq gives a connection to the thread with the fewest, counting every kind, so
         // without this a worker's control and data connections would alternate and every data
         // connection could land on one thread.
-        guard CoordinatorSettings.ioThreadRange.contains(settings.ioThreads) else {
-            throw TransportError.misconfigured("io-threads must be from 1 to 63, got \(settings.ioThreads)")
+        let range = CoordinatorSettings.ioThreadRange
+        guard range.contains(settings.ioThreads) else {
+            throw TransportError.misconfigured("io-threads must be from \(range.lowerBound) to \(range.upperBound), got \(settings.ioThreads)")
         }
         context = try Context(ioThreads: 1 + settings.ioThreads)
         let dataThreads = 1..<(1 + settings.ioThreads)

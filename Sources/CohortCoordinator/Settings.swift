@@ -37,11 +37,9 @@ public struct CoordinatorSettings: Sendable {
     /// them. One thread serialises every member's shards through one core; with a thread per
     /// busy connection the kernel's copies for different members run side by side
     /// (docs/architecture.md, "I/O threads").
-    public var ioThreads = CoordinatorSettings.defaultIOThreads
+    public var ioThreads = Context.defaultDataIOThreads
     /// What `ioThreads` may be: libzmq's affinity mask has 64 bits, and thread 0 is api's and control's.
     public static let ioThreadRange = 1...63
-    /// As many data I/O threads as cores, up to 4.
-    public static var defaultIOThreads: Int { Context.defaultDataIOThreads }
     public var registry: Registry
     /// How often liveness and scheduling run.
     public var tickMilliseconds: Int

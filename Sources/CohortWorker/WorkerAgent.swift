@@ -458,20 +458,22 @@ public final class WorkerAgent {
                     ParameterShard.land(h, payload: frames[1].unsafeBytes, into: job.replica.baseAddress, downlink: job.downlink,
                                         streaming: job.streamsReplica)
                 }
-                let shardMetadata: Logger.Metadata = ["job.id": "\(job.assignment.job)", "step": "\(h.step)", "shard": "\(h.shard)"]
+                // (Built only for a shard that did not land: this runs for every shard.)
+                func shardMetadata(_ why: String) -> Logger.Metadata {
+                    ["job.id": "\(job.assignment.job)", "step": "\(h.step)", "shard": "\(h.shard)", "reason": "\(why)"]
+                }
                 switch landing {
                 case .applied:
                     break
                 case let .skipped(why):
-                    logger.warning("a parameter shard is skipped; the next step's parameters replace it",
-                                   metadata: shardMetadata.merging(["reason": "\(why)"]) { a, _ in a })
+                    logger.warning("a parameter shard is skipped; the next step's parameters replace it", metadata: shardMetadata(why))
                     continue
                 case let .replicaLost(why):
                     // Every later difference would build on the missing one: training on, this
                     // worker would send gradients of parameters nobody else holds. It drops the
                     // job and asks for a restart, whose start sends it the whole of θ̃.
                     logger.error("this worker's copy of the parameters no longer matches the coordinator's; leaving the job to fetch them whole",
-                                 metadata: shardMetadata.merging(["reason": "\(why)"]) { a, _ in a })
+                                 metadata: shardMetadata(why))
                     try? sendNotice(control, NoticeKind.resync, TrainingNotice.Release(
                         job: job.assignment.job, reason: "parameter shard \(h.shard) of step \(h.step): \(why)"))
                     dropJob()

@@ -78,9 +78,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--evaluation-grace must be from 0 to 86400 seconds")
         }
         guard settings.keepCheckpoints >= 1 else { throw ValidationError("--keep-checkpoints must be at least 1") }
-        settings.ioThreads = ioThreads ?? file.ioThreads ?? CoordinatorSettings.defaultIOThreads
+        settings.ioThreads = ioThreads ?? file.ioThreads ?? Context.defaultDataIOThreads
         guard CoordinatorSettings.ioThreadRange.contains(settings.ioThreads) else {
-            throw ValidationError("--io-threads must be from 1 to 63, got \(settings.ioThreads)")
+            let r = CoordinatorSettings.ioThreadRange
+            throw ValidationError("--io-threads must be from \(r.lowerBound) to \(r.upperBound), got \(settings.ioThreads)")
         }
         let bindHost = listenAddress.host == "0.0.0.0" ? "*" : listenAddress.endpointHostForBind
         settings.apiEndpoint = "tcp://\(bindHost):\(listenAddress.port)"
